@@ -1,0 +1,131 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Inner loops of matrix factorization (biased SGD and weighted-lambda ALS) over whole arrays.
+
+Both algorithms keep one row per entity in the layout ``[f_0 .. f_{k-1}, bias]`` (shape
+``(n, k + 1)``, float64, C-contiguous), so a user or an item is a single parameter-server
+value and prediction is ``mu + u[k] + v[k] + u[:k] . v[:k]``. Ratings are three parallel
+arrays: ``users`` and ``items`` (int32 row indices into the user and item matrices) and
+``ratings`` (float64).
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+
+cnp.import_array()
+
+
+cdef inline double _predict_one(const double* u, const double* v, Py_ssize_t k, double mu) noexcept nogil:
+    cdef double s = mu + u[k] + v[k]
+    cdef Py_ssize_t f
+    for f in range(k):
+        s += u[f] * v[f]
+    return s
+
+
+def sgd_epoch(const int32_t[::1] users, const int32_t[::1] items, const double[::1] ratings,
+              const int64_t[::1] order, double[:, ::1] U, double[:, ::1] V, double mu,
+              double lr, double reg, double reg_bias) -> float:
+    """Run one SGD pass over the ratings in ``order``, updating ``U`` and ``V`` in place.
+
+    Each step uses the error of the rating before its own update (Funk/Surprise-style biased
+    SGD): factors get ``lr * (e * other - reg * self)``, biases ``lr * (e - reg_bias * b)``.
+    Returns the sum of those squared errors (a running estimate of the train SSE).
+    Raises ValueError when the shapes disagree.
+    """
+    cdef Py_ssize_t n = order.shape[0]
+    cdef Py_ssize_t k = U.shape[1] - 1
+    if V.shape[1] != k + 1 or k < 0:
+        raise ValueError(f"user rows have {U.shape[1]} columns, item rows {V.shape[1]}")
+    if users.shape[0] != ratings.shape[0] or items.shape[0] != ratings.shape[0]:
+        raise ValueError("users, items and ratings must have the same length")
+    cdef Py_ssize_t t, f, r
+    cdef int32_t ui, ii
+    cdef double e, pu, qi, sse = 0.0
+    cdef double* u
+    cdef double* v
+    with nogil:
+        for t in range(n):
+            r = order[t]
+            ui = users[r]
+            ii = items[r]
+            u = &U[ui, 0]
+            v = &V[ii, 0]
+            e = ratings[r] - _predict_one(u, v, k, mu)
+            sse += e * e
+            u[k] += lr * (e - reg_bias * u[k])
+            v[k] += lr * (e - reg_bias * v[k])
+            for f in range(k):
+                pu = u[f]
+                qi = v[f]
+                u[f] = pu + lr * (e * qi - reg * pu)
+                v[f] = qi + lr * (e * pu - reg * qi)
+    return sse
+
+
+def predict(const int32_t[::1] users, const int32_t[::1] items, const double[:, ::1] U,
+            const double[:, ::1] V, double mu, double lo=-1e300, double hi=1e300) -> np.ndarray:
+    """Predicted ratings (float64, one per pair), clipped to ``[lo, hi]``."""
+    cdef Py_ssize_t n = users.shape[0]
+    cdef Py_ssize_t k = U.shape[1] - 1
+    if V.shape[1] != k + 1:
+        raise ValueError(f"user rows have {U.shape[1]} columns, item rows {V.shape[1]}")
+    if items.shape[0] != n:
+        raise ValueError("users and items must have the same length")
+    out = np.empty(n, dtype=np.float64)
+    cdef double[::1] o = out
+    cdef Py_ssize_t t
+    cdef double p
+    with nogil:
+        for t in range(n):
+            p = _predict_one(&U[users[t], 0], &V[items[t], 0], k, mu)
+            o[t] = lo if p < lo else (hi if p > hi else p)
+    return out
+
+
+def als_normal_equations(const int32_t[::1] rows, const int32_t[::1] cols, const double[::1] ratings,
+                         const double[:, ::1] other, Py_ssize_t n_rows, double mu, double bias_feature):
+    """Accumulate the normal equations of one ALS half-step.
+
+    Solving for row x (shape k+1, layout ``[factors, bias]``) against the fixed rows of
+    ``other``: each rating contributes feature ``y = [other[c, :k], bias_feature]`` and target
+    ``r - mu - other[c, k]``. Returns ``(A, b, counts)``: ``A`` (n_rows, k+1, k+1) sums of
+    ``y y^T``, ``b`` (n_rows, k+1) sums of ``target * y``, ``counts`` (n_rows,) ratings per row.
+    ``bias_feature = 0`` turns the biases off (they solve to 0).
+    """
+    cdef Py_ssize_t n = rows.shape[0]
+    cdef Py_ssize_t d = other.shape[1]
+    cdef Py_ssize_t k = d - 1
+    if cols.shape[0] != n or ratings.shape[0] != n:
+        raise ValueError("rows, cols and ratings must have the same length")
+    A_arr = np.zeros((n_rows, d, d), dtype=np.float64)
+    b_arr = np.zeros((n_rows, d), dtype=np.float64)
+    cnt_arr = np.zeros(n_rows, dtype=np.int64)
+    cdef double[:, :, ::1] A = A_arr
+    cdef double[:, ::1] b = b_arr
+    cdef int64_t[::1] cnt = cnt_arr
+    cdef double[::1] y = np.empty(d, dtype=np.float64)
+    cdef Py_ssize_t t, i, j
+    cdef int32_t row, col
+    cdef double tgt
+    with nogil:
+        for t in range(n):
+            row = rows[t]
+            col = cols[t]
+            if row < 0 or row >= n_rows:
+                with gil:
+                    raise IndexError(f"row index {row} out of range [0, {n_rows})")
+            for i in range(k):
+                y[i] = other[col, i]
+            y[k] = bias_feature
+            tgt = ratings[t] - mu - other[col, k]
+            cnt[row] += 1
+            for i in range(d):
+                b[row, i] += tgt * y[i]
+                # Upper triangle only; mirrored once per row below, not once per rating.
+                for j in range(i, d):
+                    A[row, i, j] += y[i] * y[j]
+        for row in range(n_rows):
+            for i in range(d):
+                for j in range(i + 1, d):
+                    A[row, j, i] = A[row, i, j]
+    return A_arr, b_arr, cnt_arr
