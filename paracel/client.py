@@ -1,0 +1,222 @@
+"""A worker's connection to the parameter servers and the clock: routing, batching, SSP cache."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from paracel.errors import RemoteKeyError, ServerError
+from paracel.layout import Layout
+from paracel.ring import KeyRing
+from paracel.waiting import probe, wait
+from paracel.wire import TAG_REPLY, TAG_REQUEST, Key, KeyBatch, Receiver, ValueBatch, send
+
+Keys = Sequence[Key] | np.ndarray
+
+
+class ParamClient:
+    """Talks to the servers for one worker and keeps its clock (DESIGN §3).
+
+    Updates are stamped with the worker's clock; ``commit`` flushes them (every server has
+    applied them) before ticking, then waits while the worker is more than ``staleness`` clocks
+    ahead of the slowest. Reads are served from a local cache while the cached copy is fresh
+    enough for the bound (never under ASP, ``staleness=None``).
+    """
+
+    def __init__(self, comm: MPI.Comm, workers: MPI.Comm, layout: Layout, staleness: int | None,
+                 cache: bool = True) -> None:
+        self.comm = comm
+        self.workers = workers
+        self.layout = layout
+        self.staleness = staleness
+        self.ring = KeyRing(layout.nservers)
+        self.receiver = Receiver(comm)
+        self.status = MPI.Status()
+        self.clock = 0
+        self.known_min = 0
+        self.use_cache = cache and staleness is not None
+        self._cache: dict[Key, tuple[Any, int]] = {}
+        self._unflushed: set[int] = set()
+
+    # -- messaging
+    def _send(self, server: int, header: dict[str, Any], buffers: list[np.ndarray]) -> None:
+        send(self.comm, self.layout.server_rank(server), TAG_REQUEST, header, buffers)
+
+    def _receive(self, rank: int) -> tuple[dict[str, Any], list[np.ndarray]]:
+        probe(self.comm, rank, TAG_REPLY, self.status)
+        header = self.receiver.header(self.status)
+        return header, self.receiver.payload(rank, header, reuse=False)
+
+    def _call(self, requests: list[tuple[int, dict[str, Any], list[np.ndarray]]]) -> list[tuple[dict, list]]:
+        """Send one request per server, then collect every reply; raises the first error."""
+        for server, header, buffers in requests:
+            self._send(server, header, buffers)
+        replies = [self._receive(self.layout.server_rank(server)) for server, _, _ in requests]
+        for (server, _, _), (header, _) in zip(requests, replies):
+            if not header["ok"]:
+                if header["etype"] == "KeyError":
+                    raise RemoteKeyError(header["error"])
+                raise ServerError(f"server rank {self.layout.server_rank(server)}: {header['error']}")
+        return replies
+
+    def _per_server(self, op: str, keys: KeyBatch, values: ValueBatch | None = None,
+                    **fields: Any) -> tuple[list[tuple[int, dict, list]], list[np.ndarray]]:
+        requests, positions = [], []
+        for server, where in self.ring.split(keys):
+            part = keys if len(where) == len(keys) else keys.take(where)
+            header, buffers = {"op": op, **part.header(), **fields}, part.buffers()
+            if values is not None:
+                vals = values if len(where) == len(values) else values.take(where)
+                header.update(vals.header())
+                buffers = buffers + vals.buffers()
+            requests.append((server, header, buffers))
+            positions.append(where)
+        return requests, positions
+
+    # -- reads
+    def read(self, keys: Keys | Key, as_array: bool = False) -> list[Any] | np.ndarray:
+        """Values of ``keys`` (a list, or with ``as_array`` one array of shape (n, *shape)).
+
+        Raises ``RemoteKeyError`` naming absent keys, ``ValueError`` if ``as_array`` is asked of
+        values that differ in dtype or shape.
+        """
+        batch = KeyBatch.of(keys)
+        names = batch.to_list() if self.use_cache else None
+        if names is not None and names:
+            fresh = self.clock - self.staleness
+            hits = [self._cache.get(k) for k in names]
+            if all(h is not None and h[1] >= fresh for h in hits):
+                values = [v.copy() if isinstance(v, np.ndarray) else v for v, _ in hits]
+                return np.stack([np.asarray(v) for v in values]) if as_array else values
+        stamp = self.known_min
+        requests, positions = self._per_server("pull", batch)
+        replies = self._call(requests)
+        parts = [ValueBatch.from_wire(h, bufs, len(pos)) for (h, bufs), pos in zip(replies, positions)]
+        out = _assemble(parts, positions, len(batch), as_array)
+        if names is not None:
+            rows = list(out) if as_array else out
+            self._cache.update(zip(names, ((r.copy() if isinstance(r, np.ndarray) else r, stamp) for r in rows)))
+        return out
+
+    def contains(self, keys: Keys | Key) -> np.ndarray:
+        """Bool array: which keys some server holds."""
+        batch = KeyBatch.of(keys)
+        requests, positions = self._per_server("contains", batch)
+        out = np.zeros(len(batch), dtype=bool)
+        for (_, bufs), pos in zip(self._call(requests), positions):
+            out[pos] = bufs[0].view(bool)
+        return out
+
+    def _gather(self, op: str, **fields: Any) -> tuple[list[Key], list[Any]]:
+        keys: list[Key] = []
+        values: list[Any] = []
+        for kind in ("s",) if fields.get("prefix") is not None else ("i", "s"):
+            requests = [(s, {"op": op, "kind": kind, **fields}, []) for s in range(self.layout.nservers)]
+            for header, bufs in self._call(requests):
+                part, rest = KeyBatch.from_wire(header, bufs)
+                keys += part.to_list()
+                values += ValueBatch.from_wire(header, rest, header["n"]).to_list()
+        return keys, values
+
+    def items(self, prefix: str | None = None) -> dict[Key, Any]:
+        """Every key (or every str key starting with ``prefix``) and its value."""
+        return dict(zip(*self._gather("items", prefix=prefix)))
+
+    def topk(self, k: int, prefix: str | None = None) -> list[tuple[Key, Any]]:
+        """The ``k`` (key, value) pairs with the largest scalar values, largest first
+        (ties: the smaller key first; int keys sort before str keys)."""
+        keys, values = self._gather("topk", k=k, prefix=prefix)
+        pairs = sorted(zip(keys, values), key=lambda kv: (-kv[1], isinstance(kv[0], str), kv[0]))
+        return pairs[:k]
+
+    # -- writes
+    def _forget(self, batch: KeyBatch) -> None:
+        if self._cache:
+            for k in batch.to_list():
+                self._cache.pop(k, None)
+
+    def write(self, keys: Keys | Key, values: Sequence[Any] | np.ndarray) -> None:
+        """Store ``values`` under ``keys``; returns once every server has stored them."""
+        batch = KeyBatch.of(keys)
+        self._forget(batch)
+        self._call(self._per_server("push", batch, ValueBatch.of(values, len(batch)))[0])
+
+    def update(self, keys: Keys | Key, deltas: Sequence[Any] | np.ndarray, fn: str = "add",
+               wait_applied: bool = True) -> None:
+        """Apply ``fn(old, delta)`` on the servers; without ``wait_applied`` return at once
+        (errors then surface at the next flush)."""
+        batch = KeyBatch.of(keys)
+        self._forget(batch)
+        requests, _ = self._per_server("update", batch, ValueBatch.of(deltas, len(batch)), fn=fn,
+                                       ack=wait_applied)
+        if wait_applied:
+            self._call(requests)
+            return
+        for server, header, buffers in requests:
+            self._send(server, header, buffers)
+            self._unflushed.add(server)
+
+    def remove(self, keys: Keys | Key) -> int:
+        """Delete ``keys``; returns how many existed."""
+        batch = KeyBatch.of(keys)
+        self._forget(batch)
+        requests, _ = self._per_server("remove", batch)
+        return sum(h["count"] for h, _ in self._call(requests))
+
+    # -- clocks
+    def flush(self) -> None:
+        """Return once every batched update sent so far has been applied by its server."""
+        if self._unflushed:
+            servers, self._unflushed = sorted(self._unflushed), set()
+            self._call([(s, {"op": "flush"}, []) for s in servers])
+
+    def commit(self) -> None:
+        """End this worker's clock: flush, tick, and wait while too far ahead (SSP rule 2)."""
+        self.flush()
+        send(self.comm, self.layout.clock_rank, TAG_REQUEST, {"op": "tick"})
+        self.clock += 1
+        probe(self.comm, self.layout.clock_rank, TAG_REPLY, self.status)
+        self.known_min = self.receiver.header(self.status)["min"]
+        if self._cache:
+            fresh = self.clock - self.staleness
+            self._cache = {k: e for k, e in self._cache.items() if e[1] >= fresh}
+
+    def sync(self) -> None:
+        """Barrier of all workers, after which every worker's updates are visible to all."""
+        self.flush()
+        wait(self.workers.Ibarrier())
+        self._cache.clear()
+
+    def finish(self) -> None:
+        """Tell the servers and the clock that this worker is done (after a final flush)."""
+        self.flush()
+        for server in range(self.layout.nservers):
+            self._send(server, {"op": "done", "ack": False}, [])
+        send(self.comm, self.layout.clock_rank, TAG_REQUEST, {"op": "done"})
+
+
+def _assemble(parts: list[ValueBatch], positions: list[np.ndarray], n: int, as_array: bool) -> Any:
+    """Put per-server value batches back in the caller's key order."""
+    if as_array:
+        if len(parts) == 1 and parts[0].dense is not None:
+            return parts[0].dense
+        dense = [p.dense if p.dense is not None else _stack(p) for p in parts]
+        if any(d.dtype != dense[0].dtype or d.shape[1:] != dense[0].shape[1:] for d in dense):
+            raise ValueError("as_array needs values of one dtype and shape")
+        out = np.empty((n, *dense[0].shape[1:]), dtype=dense[0].dtype)
+        for d, pos in zip(dense, positions):
+            out[pos] = d
+        return out
+    out: list[Any] = [None] * n
+    for part, pos in zip(parts, positions):
+        for i, v in zip(pos.tolist(), part.to_list()):
+            out[i] = v
+    return out
+
+
+def _stack(part: ValueBatch) -> np.ndarray:
+    arrays = [a for a, _ in part.ragged]
+    if any(a.dtype != arrays[0].dtype or a.shape != arrays[0].shape for a in arrays):
+        raise ValueError("as_array needs values of one dtype and shape")
+    return np.stack(arrays)

@@ -1,0 +1,77 @@
+"""The clock rank: keeps every worker's clock and releases workers within the staleness bound."""
+from __future__ import annotations
+
+from typing import Any
+
+from mpi4py import MPI
+
+from paracel.waiting import Backoff
+from paracel.wire import TAG_REPLY, TAG_REQUEST, Receiver, send
+
+#: Clock of a worker that has returned from solve(): it no longer holds anyone back.
+FINISHED = 1 << 62
+
+
+class ClockState:
+    """SSP bookkeeping (DESIGN §3, rule 2), without MPI.
+
+    A worker that ticks to clock ``c`` is released once every worker has reached ``c - s``;
+    with ``staleness`` None (ASP) it is released at once.
+    """
+
+    def __init__(self, nworkers: int, staleness: int | None) -> None:
+        self.clocks = [0] * nworkers
+        self.staleness = staleness
+        self.waiting: list[int] = []
+        self.max_gap = 0
+
+    @property
+    def min_clock(self) -> int:
+        return min(self.clocks)
+
+    def tick(self, worker: int) -> list[tuple[int, dict[str, Any]]]:
+        """Advance ``worker``'s clock; returns the replies now due as ``(worker, header)``."""
+        self.clocks[worker] += 1
+        self.max_gap = max(self.max_gap, self.clocks[worker] - self.min_clock)
+        self.waiting.append(worker)
+        return self._release()
+
+    def finish(self, worker: int) -> list[tuple[int, dict[str, Any]]]:
+        """``worker`` returned from solve(); returns the replies now due."""
+        self.clocks[worker] = FINISHED
+        return self._release()
+
+    def _release(self) -> list[tuple[int, dict[str, Any]]]:
+        low = self.min_clock
+        due = [w for w in self.waiting if self.staleness is None or self.clocks[w] - self.staleness <= low]
+        self.waiting = [w for w in self.waiting if w not in due]
+        return [(w, {"ok": True, "min": low}) for w in due]
+
+    @property
+    def all_finished(self) -> bool:
+        return all(c == FINISHED for c in self.clocks)
+
+
+def run_clock(comm: MPI.Comm, nworkers: int, staleness: int | None) -> ClockState:
+    """Serve ticks until every worker is done; returns the final state."""
+    state = ClockState(nworkers, staleness)
+    receiver = Receiver(comm)
+    status = MPI.Status()
+    backoff = Backoff()
+    while not state.all_finished:
+        if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
+            backoff.pause()
+            continue
+        backoff.reset()
+        worker = status.Get_source()
+        header = receiver.header(status)
+        op = header["op"]
+        if op == "tick":
+            replies = state.tick(worker)
+        elif op == "done":
+            replies = state.finish(worker)
+        else:
+            raise ValueError(f"clock rank got unknown operation {op!r} from rank {worker}")
+        for dest, reply in replies:
+            send(comm, dest, TAG_REPLY, reply)
+    return state

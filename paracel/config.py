@@ -1,0 +1,127 @@
+"""Job configs: JSON files validated on load (unknown or missing fields are errors)."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from paracel.errors import ConfigError
+
+FIELDS = {"algorithm", "params", "staleness", "output", "cache", "description"}
+
+
+@dataclass
+class JobConfig:
+    """A validated job config.
+
+    ``algorithm`` is ``"module:Class"`` (a ``paralg`` subclass), ``params`` its constructor's
+    keyword arguments, ``staleness`` the SSP bound (0 = BSP, None = asynchronous), ``output``
+    the output folder, ``cache`` whether workers may serve reads from their SSP cache.
+    """
+
+    algorithm: str
+    params: dict[str, Any] = field(default_factory=dict)
+    staleness: int | None = 0
+    output: str = "out"
+    cache: bool = True
+    description: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: Iterable[str] = ()) -> JobConfig:
+    """Read and validate a config (a JSON file or a dict), applying ``KEY=VALUE`` overrides
+    (``KEY`` a field or ``params.NAME``; ``VALUE`` JSON, else a plain string).
+
+    Raises ``ConfigError`` naming the file and the field at fault.
+    """
+    where = str(source) if not isinstance(source, dict) else "<config dict>"
+    if isinstance(source, dict):
+        raw = json.loads(json.dumps(source))
+    else:
+        try:
+            raw = json.loads(Path(source).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such config file") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the config must be a JSON object")
+    for item in overrides:
+        _apply_override(raw, item, where)
+    unknown = sorted(set(raw) - FIELDS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} (fields: {', '.join(sorted(FIELDS))})")
+    if "algorithm" not in raw:
+        raise ConfigError(f"{where}: missing field 'algorithm' (\"module:Class\")")
+    if "output" not in raw and not isinstance(source, dict):
+        raw["output"] = str(Path("out") / Path(source).stem)
+    config = JobConfig(**raw)
+    _check_types(config, where)
+    check_params(resolve_algorithm(config.algorithm, where), config.params, where)
+    return config
+
+
+def _apply_override(raw: dict[str, Any], item: str, where: str) -> None:
+    name, sep, text = item.partition("=")
+    if not sep or not name:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if name.startswith("params."):
+        params = raw.setdefault("params", {})
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: field 'params' must be an object")
+        params[name[len("params."):]] = value
+    else:
+        raw[name] = value
+
+
+def _check_types(config: JobConfig, where: str) -> None:
+    checks = [
+        ("algorithm", isinstance(config.algorithm, str) and ":" in config.algorithm, 'a "module:Class" string'),
+        ("params", isinstance(config.params, dict), "an object"),
+        ("staleness", config.staleness is None or (type(config.staleness) is int and config.staleness >= 0),
+         "an integer >= 0, or null for asynchronous"),
+        ("output", isinstance(config.output, str) and config.output != "", "a folder path"),
+        ("cache", isinstance(config.cache, bool), "true or false"),
+        ("description", isinstance(config.description, str), "a string"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{where}: field {name!r} must be {expected}, got {getattr(config, name)!r}")
+
+
+def resolve_algorithm(spec: str, where: str = "config") -> type:
+    """Import the ``paralg`` subclass named ``"module:Class"``; raises ``ConfigError``."""
+    from paracel.paralg import paralg
+
+    module_name, _, class_name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{where}: field 'algorithm': cannot import {spec!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, paralg)):
+        raise ConfigError(f"{where}: field 'algorithm': {spec!r} is not a paracel.paralg subclass")
+    return cls
+
+
+def check_params(cls: type, params: dict[str, Any], where: str = "config") -> None:
+    """Check ``params`` against the keyword arguments of ``cls.__init__``."""
+    signature = inspect.signature(cls.__init__)
+    accepted = {n: p for n, p in list(signature.parameters.items())[1:]
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = sorted(set(params) - set(accepted))
+    if unknown and not takes_any:
+        raise ConfigError(f"{where}: unknown field 'params.{unknown[0]}' for {cls.__name__} "
+                          f"(accepted: {', '.join(accepted) or 'none'})")
+    missing = [n for n, p in accepted.items() if p.default is p.empty and n not in params]
+    if missing:
+        raise ConfigError(f"{where}: missing field 'params.{missing[0]}' for {cls.__name__}")

@@ -1,0 +1,170 @@
+"""The loaders users call: ``load``, ``loadall`` and ``sequential_loadall`` (all collective).
+
+Format options, accepted by every loader as keywords and passed to ``make_format``:
+``columns`` (csv/tsv/whitespace layout, e.g. ``["user:int", "item:int", "rating:float"]``),
+``header`` (lines to skip at the top of each file), ``comment`` (a line starting with it is
+skipped; ``#`` for edges), ``n_features`` (libsvm), ``dim`` (fvec), ``delimiter``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Union
+
+import numpy as np
+import scipy.sparse as sp
+from mpi4py import MPI
+
+from .errors import LoadError, agree
+from .formats import FvecFormat, LibsvmFormat, make_format
+from .inputs import InputFile, Pattern, describe, resolve
+from .records import LoadInfo, Lines, Records, SparseRows, Table
+from .shuffle import shuffle_table
+from .split import DEFAULT_BLOCK, Piece, assign, chunks, whole
+
+Result = Union[Lines, Records, Table, SparseRows]
+ON_ERROR = ("raise", "skip")
+
+
+def load(pattern: Pattern, *, comm: MPI.Intracomm, fmt: str | Callable = "lines",
+         shuffle: str | None = None, row_key: str | None = None, col_key: str | None = None,
+         on_error: str = "raise", block_bytes: int = DEFAULT_BLOCK, **format_options: Any) -> Result:
+    """Collective: this worker's share of the files matching ``pattern``, parsed by ``fmt``.
+
+    The inputs (a file, a folder walked recursively, a glob, or a list of them; ``.gz`` is
+    decompressed) are split across the workers of ``comm`` by bytes on line boundaries: every
+    line is read by exactly one worker. ``fmt`` is ``lines`` (:class:`Lines`), ``libsvm``
+    (:class:`SparseRows`, n_features agreed by all workers unless given), ``ratings``, ``edges``,
+    ``docword``, ``fvec``, ``csv``/``tsv``/``whitespace`` (:class:`Table`), or a user parser
+    (callable or ``"package.module:function"``, see ``formats.UserFormat``).
+
+    ``shuffle`` (``fmap``/``smap``/``fsmap``, Table results only) then moves every record to the
+    worker owning its ``row_key``/``col_key`` (defaults: the format's row and column ids, e.g.
+    user and item), see :mod:`paracel.loading.shuffle`.
+
+    Raises :class:`LoadError` on every worker if any worker meets a malformed line (the
+    message names file and line; ``on_error="skip"`` drops and counts such lines instead, in
+    ``result.info``), a missing path or an empty glob; ValueError for bad options.
+    """
+    form = _format(fmt, on_error, format_options)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    result = _read_all(pattern, form, comm, lambda files: assign(files, rank, size),
+                       on_error, block_bytes)
+    _agree_shape(result, form, comm)
+    if shuffle is not None:
+        if not isinstance(result, Table):
+            raise ValueError(f"shuffle {shuffle!r} needs a table format, not {fmt!r}")
+        keys = getattr(form, "keys", (None, None, None))
+        result.columns = shuffle_table(result.columns, shuffle, row_key or keys[0],
+                                       col_key or keys[1], comm)
+    return result
+
+
+def loadall(pattern: Pattern, *, comm: MPI.Intracomm, fmt: str | Callable = "lines",
+            on_error: str = "raise", block_bytes: int = DEFAULT_BLOCK,
+            **format_options: Any) -> Result:
+    """Collective: every worker reads and parses all files matching ``pattern`` (as :func:`load`
+    without splitting or shuffling); errors are raised on every worker as in :func:`load`."""
+    form = _format(fmt, on_error, format_options)
+    return _read_all(pattern, form, comm, whole, on_error, block_bytes)
+
+
+def sequential_loadall(pattern: Pattern, callback: Callable[[Result], Any], *,
+                       comm: MPI.Intracomm, fmt: str | Callable = "lines",
+                       on_error: str = "raise", block_bytes: int = DEFAULT_BLOCK,
+                       **format_options: Any) -> LoadInfo:
+    """Collective: stream all files through ``callback``, one parsed block (about
+    ``block_bytes`` of text, whole lines) at a time, on every worker, in file order.
+
+    Memory stays bounded by one block. Every worker checks each block with the others before
+    its callback sees it, so a malformed line (or a callback that raised on any worker) stops
+    every worker with an error before any of them uses that block; the callback may therefore
+    use ``comm`` collectives. Returns counts: ``meta["blocks"]``, ``meta["records"]``.
+    """
+    form = _format(fmt, on_error, format_options)
+    skip = on_error == "skip"
+    info = LoadInfo(meta={"blocks": 0, "records": 0})
+    error, stream = None, iter(())
+    try:
+        stream = chunks(whole(_files(pattern, form)), block_bytes)
+    except Exception as exc:  # noqa: BLE001 - agreed on below, then re-raised
+        error = exc
+    agree(comm, error)
+    while True:
+        block, error = None, None
+        try:
+            chunk = next(stream, None)
+            if chunk is not None:
+                part, n, first = form.parse(chunk, skip)
+                block = form.combine([part])
+                info.skipped += n
+                info.first_skipped = info.first_skipped or first
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+        agree(comm, error)
+        if block is None:
+            break
+        try:
+            callback(block)
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+        agree(comm, error)
+        info.meta["blocks"] += 1
+        info.meta["records"] += len(block)
+    _report(info, comm, every_worker_reads_all=True)
+    return info
+
+
+def _format(fmt: str | Callable, on_error: str, options: dict[str, Any]):
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
+    return make_format(fmt, **options)
+
+
+def _files(pattern: Pattern, form) -> list[InputFile]:
+    return describe(resolve(pattern), form.header)
+
+
+def _read_all(pattern: Pattern, form, comm: MPI.Intracomm,
+              pieces_of: Callable[[list[InputFile]], list[Piece]], on_error: str,
+              block_bytes: int) -> Result:
+    skip = on_error == "skip"
+    info, result, error = LoadInfo(), None, None
+    try:
+        parts = []
+        for chunk in chunks(pieces_of(_files(pattern, form)), block_bytes):
+            part, n, first = form.parse(chunk, skip)
+            parts.append(part)
+            info.skipped += n
+            info.first_skipped = info.first_skipped or first
+        result = form.combine(parts)
+    except Exception as exc:  # noqa: BLE001 - agreed on below, then re-raised
+        error = exc
+    agree(comm, error)
+    result.info = info
+    _report(info, comm, every_worker_reads_all=pieces_of is whole)
+    return result
+
+
+def _report(info: LoadInfo, comm: MPI.Intracomm, every_worker_reads_all: bool) -> None:
+    """Fill ``skipped_total`` and warn (once, on rank 0) about skipped lines."""
+    counts = comm.allgather((info.skipped, info.first_skipped))
+    info.skipped_total = counts[0][0] if every_worker_reads_all else sum(c for c, _ in counts)
+    firsts = [f for _, f in counts if f]
+    if info.skipped_total and comm.Get_rank() == 0:
+        warnings.warn(f"skipped {info.skipped_total} malformed line(s); first: {firsts[0]}",
+                      stacklevel=3)
+
+
+def _agree_shape(result: Result, form, comm: MPI.Intracomm) -> None:
+    """Collective: the same feature count (libsvm) or vector length (fvec) on every worker."""
+    if isinstance(form, LibsvmFormat) and form.n_features is None:
+        X = result.X
+        n = comm.allreduce(X.shape[1], op=MPI.MAX)
+        result.X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], n))
+    elif isinstance(form, FvecFormat):
+        dims = {d for d in comm.allgather(form.dim if len(result) else None) if d is not None}
+        if len(dims) > 1:
+            raise LoadError(f"fvec vectors have different lengths on different workers: "
+                            f"{sorted(dims)}")
+        if dims and not len(result):
+            result.columns["values"] = np.empty((0, dims.pop()), np.float64)

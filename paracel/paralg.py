@@ -1,0 +1,182 @@
+"""``paralg``: the base class of every paracel algorithm (the user's whole API, DESIGN §2)."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
+
+    from paracel.client import ParamClient
+
+Key = int | str
+
+
+@dataclass
+class WorkerContext:
+    """What the runtime hands a worker's algorithm before ``solve()``."""
+
+    client: "ParamClient"
+    worker_comm: "MPI.Intracomm"
+    output_dir: Path
+
+
+class paralg:  # noqa: N801 - the name users know from Paracel
+    """Subclass this and implement ``solve()``; it runs on every worker rank.
+
+    The config's ``params`` are passed to your ``__init__`` as keyword arguments (so its
+    signature is the algorithm's config schema). Inside ``solve()`` use the ``paracel_*``
+    methods to read and update the shared parameters and ``iter_commit()`` to end an iteration.
+    """
+
+    _ctx: WorkerContext | None = None
+    _total_iters: int | None = None
+
+    def solve(self) -> None:
+        """The algorithm: runs once on every worker."""
+        raise NotImplementedError(f"{type(self).__name__} must implement solve()")
+
+    def attach(self, ctx: WorkerContext) -> None:
+        """Connect to the runtime (done by paracel before ``solve()``)."""
+        self._ctx = ctx
+
+    @property
+    def _client(self) -> "ParamClient":
+        if self._ctx is None:
+            raise RuntimeError("paracel API used outside a running job (e.g. in __init__)")
+        return self._ctx.client
+
+    # -- who am I
+    def get_worker_id(self) -> int:
+        """This worker's id, 0 .. get_worker_size()-1."""
+        return self._ctx.worker_comm.Get_rank()
+
+    def get_worker_size(self) -> int:
+        """The number of workers."""
+        return self._ctx.worker_comm.Get_size()
+
+    @property
+    def worker_comm(self) -> "MPI.Intracomm":
+        """An MPI communicator of the workers only, for collectives among them."""
+        return self._ctx.worker_comm
+
+    @property
+    def output_dir(self) -> Path:
+        """The job's output folder (exists)."""
+        return self._ctx.output_dir
+
+    # -- parameters
+    def paracel_read(self, key: Key) -> Any:
+        """The value of ``key`` as stored (same type, dtype and shape); raises ``KeyError``."""
+        return self._client.read([key])[0]
+
+    def paracel_read_multi(self, keys: Sequence[Key] | np.ndarray, as_array: bool = False) -> list[Any] | np.ndarray:
+        """Values of ``keys`` in order: a list, or with ``as_array`` one array (n, *shape)."""
+        return self._client.read(keys, as_array=as_array)
+
+    def paracel_write(self, key: Key, value: Any) -> None:
+        """Store ``value`` (a number or numpy array) under ``key``."""
+        self._client.write([key], [value])
+
+    def paracel_write_multi(self, keys: Mapping[Key, Any] | Sequence[Key] | np.ndarray,
+                            values: Sequence[Any] | np.ndarray | None = None) -> None:
+        """Store many values: a dict, or ``keys`` and ``values`` (a list, or an array whose
+        rows are the values — rows of a 1-D array are stored as numpy scalars)."""
+        if isinstance(keys, Mapping):
+            keys, values = list(keys.keys()), list(keys.values())
+        self._client.write(keys, values)
+
+    def paracel_update(self, key: Key, delta: Any, fn: str = "add") -> None:
+        """Apply ``fn(old, delta)`` on the server and wait until applied (an absent key
+        stores ``delta``). ``fn``: add, sub, mul, max, min, replace or "package.module:function"."""
+        self._client.update([key], [delta], fn)
+
+    def paracel_bupdate(self, key: Key, delta: Any, fn: str = "add") -> None:
+        """Like ``paracel_update`` but may return before the server applies it; errors are
+        raised at the next ``iter_commit``/``sync``."""
+        self._client.update([key], [delta], fn, wait_applied=False)
+
+    def paracel_bupdate_multi(self, keys: Sequence[Key] | np.ndarray, deltas: Sequence[Any] | np.ndarray,
+                              fn: str = "add") -> None:
+        """Batched ``paracel_bupdate`` of many keys (``deltas``: a list or one row per key)."""
+        self._client.update(keys, deltas, fn, wait_applied=False)
+
+    def paracel_remove(self, key: Key) -> bool:
+        """Delete ``key``; returns whether it existed."""
+        return self._client.remove([key]) == 1
+
+    def paracel_contains(self, key: Key) -> bool:
+        """Whether some server holds ``key``."""
+        return bool(self._client.contains([key])[0])
+
+    def paracel_read_topk(self, k: int, prefix: str | None = None) -> list[tuple[Key, Any]]:
+        """The ``k`` (key, value) pairs with the largest scalar values (optionally only str
+        keys starting with ``prefix``), largest first, ties by key."""
+        return self._client.topk(k, prefix)
+
+    def paracel_read_prefix(self, prefix: str) -> dict[str, Any]:
+        """Every str key starting with ``prefix`` and its value (a key family)."""
+        return self._client.items(prefix)
+
+    def paracel_readall(self) -> dict[Key, Any]:
+        """The whole table."""
+        return self._client.items()
+
+    # -- synchronisation
+    def iter_commit(self) -> None:
+        """End this worker's iteration (clock); may wait for slower workers (SSP)."""
+        self._client.commit()
+
+    def sync(self) -> None:
+        """Barrier of all workers; afterwards every worker's updates are visible to all."""
+        self._client.sync()
+
+    def set_total_iters(self, n: int) -> None:
+        """Declare the number of iterations, for progress reports."""
+        self._total_iters = n
+
+    # -- output
+    def paracel_dump(self, name: str, data: Mapping[Any, Any] | np.ndarray, gather: bool = False) -> Path | None:
+        """Write ``data`` to the output folder and return the file written (None on workers
+        that wrote nothing).
+
+        A dict is written as ``key<TAB>value`` lines (array values comma-separated), an array
+        as ``.npy``. Per worker as ``NAME_<id>`` unless ``gather``, where worker 0 writes one
+        file ``NAME`` with every worker's dict (dicts only).
+        """
+        if isinstance(data, np.ndarray):
+            if gather:
+                raise ValueError("gather=True is for dicts")
+            path = self.output_dir / f"{name}_{self.get_worker_id()}.npy"
+            np.save(path, data)
+            return path
+        if gather:
+            parts = self.worker_comm.gather(dict(data), root=0)
+            if self.get_worker_id() != 0:
+                return None
+            data = {k: v for part in parts for k, v in part.items()}
+            path = self.output_dir / f"{name}.txt"
+        else:
+            path = self.output_dir / f"{name}_{self.get_worker_id()}.txt"
+        with open(path, "w", encoding="utf-8") as out:
+            for key, value in data.items():
+                text = ",".join(map(str, np.ravel(value))) if isinstance(value, np.ndarray) else str(value)
+                out.write(f"{key}\t{text}\n")
+        return path
+
+    def log_metrics(self, step: int, **metrics: float) -> None:
+        """Record metrics of an iteration: appended to ``metrics_<id>.jsonl`` in the output
+        folder, and printed by worker 0."""
+        wid = self.get_worker_id()
+        with open(self.output_dir / f"metrics_{wid}.jsonl", "a", encoding="utf-8") as out:
+            out.write(json.dumps({"step": step, **metrics}) + "\n")
+        if wid == 0:
+            total = f"/{self._total_iters}" if self._total_iters else ""
+            shown = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+            print(f"[paracel] step {step}{total}: {shown}", flush=True)
+            sys.stdout.flush()

@@ -1,0 +1,43 @@
+"""Consistent-hash ring that places keys on servers (virtual nodes, deterministic everywhere)."""
+from __future__ import annotations
+
+import numpy as np
+
+from paracel._ext.hashing import hash_str_keys, route
+from paracel.wire import KeyBatch
+
+DEFAULT_VNODES = 256
+
+
+class KeyRing:
+    """Routes keys to ``nservers`` servers; each server owns ``vnodes`` points on a 64-bit ring.
+
+    A key belongs to the server owning the first ring point at or after the key's hash. The
+    points are hashes of ``"server-<i>#<v>"``, so every process builds the same ring.
+    """
+
+    def __init__(self, nservers: int, vnodes: int = DEFAULT_VNODES) -> None:
+        if nservers < 1:
+            raise ValueError("a ring needs at least one server")
+        self.nservers = nservers
+        points = hash_str_keys([f"server-{s}#{v}" for s in range(nservers) for v in range(vnodes)])
+        owners = np.repeat(np.arange(nservers, dtype=np.int32), vnodes)
+        order = np.argsort(points, kind="stable")
+        self._points = np.ascontiguousarray(points[order])
+        self._owners = np.ascontiguousarray(owners[order])
+
+    def route(self, keys: KeyBatch) -> np.ndarray:
+        """Server index (0 .. nservers-1) of every key, as an int32 array."""
+        if self.nservers == 1:
+            return np.zeros(len(keys), dtype=np.int32)
+        return route(keys.hashes(), self._points, self._owners)
+
+    def split(self, keys: KeyBatch) -> list[tuple[int, np.ndarray]]:
+        """Group key positions by server: ``[(server, positions), ...]`` for servers involved."""
+        owners = self.route(keys)
+        if len(owners) and (owners == owners[0]).all():
+            return [(int(owners[0]), np.arange(len(owners)))]
+        order = np.argsort(owners, kind="stable")
+        counts = np.bincount(owners, minlength=self.nservers)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        return [(s, order[bounds[s]:bounds[s + 1]]) for s in range(self.nservers) if counts[s]]

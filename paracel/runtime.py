@@ -1,0 +1,58 @@
+"""The SPMD entry point of every rank: decide the role by rank, run it, never hang on failure.
+
+Started by the launcher as ``python -m paracel CONFIG.json --servers S``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from mpi4py import MPI
+
+from paracel.client import ParamClient
+from paracel.clock import run_clock
+from paracel.config import JobConfig, load_config, resolve_algorithm
+from paracel.layout import Layout
+from paracel.paralg import WorkerContext
+from paracel.server import serve
+
+
+def run_worker(world: MPI.Intracomm, workers: MPI.Intracomm, layout: Layout, config: JobConfig) -> None:
+    """Build the user's algorithm, run its ``solve()``, then sign off with servers and clock."""
+    algorithm = resolve_algorithm(config.algorithm)(**config.params)
+    client = ParamClient(world, workers, layout, config.staleness, config.cache)
+    algorithm.attach(WorkerContext(client=client, worker_comm=workers, output_dir=Path(config.output)))
+    algorithm.solve()
+    client.finish()
+
+
+def run_rank(config: JobConfig, nservers: int) -> None:
+    """Run this rank's role; any exception is reported with the rank and aborts the whole job."""
+    world = MPI.COMM_WORLD
+    rank = world.Get_rank()
+    role = "rank"
+    try:
+        layout = Layout.from_world(world.Get_size(), nservers)
+        role = layout.role(rank)
+        workers = world.Split(0 if role == "worker" else MPI.UNDEFINED, rank)
+        if role == "worker":
+            run_worker(world, workers, layout, config)
+        elif role == "server":
+            serve(world, layout.nworkers)
+        else:
+            run_clock(world, layout.nworkers, config.staleness)
+    except BaseException:  # noqa: B036 - any failure, even KeyboardInterrupt, must end the job
+        sys.stdout.flush()
+        sys.stderr.write(f"paracel: {role} rank {rank} failed:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        world.Abort(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m paracel", description="run one rank of a paracel job")
+    parser.add_argument("config", help="resolved job config (JSON)")
+    parser.add_argument("--servers", type=int, required=True, help="number of parameter-server ranks")
+    args = parser.parse_args(argv)
+    run_rank(load_config(args.config), args.servers)

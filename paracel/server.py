@@ -1,0 +1,119 @@
+"""The parameter-server rank: an event loop over a dispatch table of request handlers."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from mpi4py import MPI
+
+from paracel.errors import RemoteKeyError
+from paracel.table import Table
+from paracel.waiting import Backoff
+from paracel.wire import TAG_REPLY, TAG_REQUEST, KeyBatch, Receiver, ValueBatch, send
+
+Reply = tuple[dict[str, Any], list[np.ndarray]]
+
+
+class ServerState:
+    """A server's table plus per-worker bookkeeping; ``handle`` runs one request (no MPI)."""
+
+    def __init__(self, nworkers: int) -> None:
+        self.table = Table()
+        self.nworkers = nworkers
+        self.finished: set[int] = set()
+        self.deferred_errors: dict[int, list[str]] = {}
+        self.handlers: dict[str, Callable[[int, dict[str, Any], list[np.ndarray]], Reply]] = {
+            "pull": self.pull, "push": self.push, "update": self.update, "remove": self.remove,
+            "contains": self.contains, "items": self.items, "topk": self.topk,
+            "flush": self.flush, "done": self.done,
+        }
+
+    def handle(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply | None:
+        """Run the request; returns the reply to send, or None for requests sent without ``ack``.
+
+        A failing request becomes an error reply (or, without ``ack``, an error reported at the
+        worker's next flush); the server itself keeps serving.
+        """
+        try:
+            handler = self.handlers.get(header.get("op"))
+            if handler is None:
+                raise ValueError(f"unknown server operation {header.get('op')!r}")
+            reply = handler(source, header, buffers)
+        except Exception as exc:  # any request failure goes back to its caller
+            message = str(exc) if isinstance(exc, RemoteKeyError) else f"{type(exc).__name__}: {exc}"
+            if not header.get("ack", True):
+                self.deferred_errors.setdefault(source, []).append(f"batched {header.get('op')}: {message}")
+                return None
+            kind = "KeyError" if isinstance(exc, RemoteKeyError) else "ServerError"
+            return {"ok": False, "etype": kind, "error": message}, []
+        if not header.get("ack", True):
+            return None
+        reply_header, reply_buffers = reply
+        reply_header["ok"] = True
+        return reply_header, reply_buffers
+
+    @staticmethod
+    def _keys(header: dict[str, Any], buffers: list[np.ndarray]) -> tuple[KeyBatch, list[np.ndarray]]:
+        return KeyBatch.from_wire(header, buffers)
+
+    def pull(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        keys, _ = self._keys(header, buffers)
+        values = self.table.read(keys)
+        return values.header(), values.buffers()
+
+    def push(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        keys, rest = self._keys(header, buffers)
+        self.table.write(keys, ValueBatch.from_wire(header, rest, len(keys)))
+        return {}, []
+
+    def update(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        keys, rest = self._keys(header, buffers)
+        self.table.update(keys, ValueBatch.from_wire(header, rest, len(keys)), header["fn"])
+        return {}, []
+
+    def remove(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        keys, _ = self._keys(header, buffers)
+        return {"count": self.table.remove(keys)}, []
+
+    def contains(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        keys, _ = self._keys(header, buffers)
+        return {}, [self.table.contains(keys).view(np.uint8)]
+
+    def items(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        return self._pairs(*self.table.items(header["kind"], header.get("prefix")))
+
+    def topk(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        return self._pairs(*self.table.topk(header["k"], header["kind"], header.get("prefix")))
+
+    @staticmethod
+    def _pairs(keys: KeyBatch, values: ValueBatch) -> Reply:
+        return {**keys.header(), **values.header()}, keys.buffers() + values.buffers()
+
+    def flush(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        errors = self.deferred_errors.pop(source, [])
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        return {}, []
+
+    def done(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        self.finished.add(source)
+        return {}, []
+
+
+def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
+    """Serve requests until every worker has said it is done; returns the final state."""
+    state = ServerState(nworkers)
+    receiver = Receiver(comm)
+    status = MPI.Status()
+    backoff = Backoff()
+    while len(state.finished) < nworkers:
+        if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
+            backoff.pause()
+            continue
+        backoff.reset()
+        source = status.Get_source()
+        header = receiver.header(status)
+        reply = state.handle(source, header, receiver.payload(source, header, reuse=True))
+        if reply is not None:
+            send(comm, source, TAG_REPLY, *reply)
+    return state

@@ -1,0 +1,220 @@
+"""One server's shard of the key-value table.
+
+Values of one signature (dtype, shape, how given) live as rows of one contiguous numpy
+block; a C++ key index (csrc/keyindex.pyx) maps each key to its slot ``block << 40 | row``.
+Batches are read, written and updated with whole-array numpy operations; only user-defined
+update functions and mixed-signature batches go key by key.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from paracel._ext.keyindex import KeyIndex
+from paracel.errors import RemoteKeyError
+from paracel.updates import BUILTIN_UFUNCS, REPLACE, resolve
+from paracel.wire import KeyBatch, ValueBatch, as_value, from_array
+
+ROW_BITS = 40
+ROW_MASK = (1 << ROW_BITS) - 1
+Signature = tuple[np.dtype, tuple[int, ...], int]
+
+
+class Block:
+    """Rows of values sharing one signature, in one array that grows by doubling."""
+
+    def __init__(self, signature: Signature) -> None:
+        dtype, shape, self.py = signature
+        self.data = np.empty((16, *shape), dtype=dtype)
+        self.size = 0
+        self.free: list[int] = []
+
+    def alloc(self, n: int) -> np.ndarray:
+        """``n`` unused row numbers (reusing freed rows first)."""
+        reused = self.free[len(self.free) - min(n, len(self.free)):]
+        del self.free[len(self.free) - len(reused):]
+        fresh = n - len(reused)
+        if self.size + fresh > len(self.data):
+            grown = np.empty((max(2 * len(self.data), self.size + fresh), *self.data.shape[1:]), self.data.dtype)
+            grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        rows = np.concatenate([np.array(reused, dtype=np.int64), np.arange(self.size, self.size + fresh)])
+        self.size += fresh
+        return rows
+
+    def release(self, rows: np.ndarray) -> None:
+        self.free.extend(rows.tolist())
+
+
+class Table:
+    """A key-value shard: the operations behind the server's request handlers."""
+
+    def __init__(self) -> None:
+        self.index = KeyIndex()
+        self.blocks: list[Block] = []
+        self._block_ids: dict[tuple[str, tuple[int, ...], int], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # -- index
+    def _lookup(self, keys: KeyBatch) -> np.ndarray:
+        if keys.kind == "i":
+            return self.index.get_ints(keys.ints)
+        return self.index.get_strs(keys.blob, keys.offsets)
+
+    def _set_slots(self, keys: KeyBatch, slots: np.ndarray) -> None:
+        if keys.kind == "i":
+            self.index.set_ints(keys.ints, slots)
+        else:
+            self.index.set_strs(keys.blob, keys.offsets, slots)
+
+    def _block_id(self, dtype: np.dtype, shape: tuple[int, ...], py: int) -> int:
+        sig = (dtype.str if not dtype.fields else str(dtype.descr), tuple(shape), py)
+        bid = self._block_ids.get(sig)
+        if bid is None:
+            bid = self._block_ids[sig] = len(self.blocks)
+            self.blocks.append(Block((dtype, tuple(shape), py)))
+        return bid
+
+    def _release(self, slots: np.ndarray) -> None:
+        for slot in np.unique(slots).tolist():
+            self.blocks[slot >> ROW_BITS].release(np.array([slot & ROW_MASK]))
+
+    def _place(self, keys: KeyBatch, bid: int, slots: np.ndarray) -> np.ndarray:
+        """Make every key live in block ``bid``; returns each key's row there.
+
+        Keys elsewhere are moved out of their old block (their old value is dropped).
+        """
+        outside = (slots < 0) | ((slots >> ROW_BITS) != bid)
+        if not outside.any():
+            return slots & ROW_MASK
+        self._release(slots[outside & (slots >= 0)])
+        block = self.blocks[bid]
+        where = np.flatnonzero(outside)
+        rows = block.alloc(len(where))
+        moved = keys.take(where)
+        self._set_slots(moved, (bid << ROW_BITS) | rows)
+        # a key given twice got two rows and kept the last: free the others
+        final = self._lookup(keys)
+        block.release(np.setdiff1d(rows, final[where] & ROW_MASK))
+        return final & ROW_MASK
+
+    # -- operations
+    def read(self, keys: KeyBatch) -> ValueBatch:
+        """The values of ``keys``; raises ``RemoteKeyError`` naming any absent key."""
+        slots = self._lookup(keys)
+        missing = slots < 0
+        if missing.any():
+            absent = keys.take(np.flatnonzero(missing))
+            raise RemoteKeyError(f"no such key{'s' if len(absent) > 1 else ''}: {absent.describe()}")
+        bids = slots >> ROW_BITS
+        if len(slots) and (bids == bids[0]).all():
+            block = self.blocks[int(bids[0])]
+            return ValueBatch(dense=block.data[slots & ROW_MASK], py=block.py)
+        return ValueBatch(ragged=[self._value_at(s) for s in slots.tolist()])
+
+    def _value_at(self, slot: int) -> tuple[np.ndarray, int]:
+        block = self.blocks[slot >> ROW_BITS]
+        return block.data[slot & ROW_MASK].copy(), block.py
+
+    def write(self, keys: KeyBatch, values: ValueBatch) -> None:
+        """Store ``values`` under ``keys`` (the last wins where a key repeats)."""
+        if values.dense is None:
+            for i in range(len(keys)):
+                arr, py = values.item(i)
+                self.write(keys.take(np.array([i])), ValueBatch(dense=arr[None], py=py))
+            return
+        bid = self._block_id(values.dense.dtype, values.dense.shape[1:], values.py)
+        rows = self._place(keys, bid, self._lookup(keys))
+        self.blocks[bid].data[rows] = values.dense
+
+    def update(self, keys: KeyBatch, deltas: ValueBatch, fn_name: str) -> None:
+        """Apply ``new = fn(old, delta)`` per key in order; an absent key stores its delta.
+
+        Raises ``ValueError`` for an unknown function; a failing function's exception
+        propagates after the keys before it were updated.
+        """
+        fn = resolve(fn_name)
+        if deltas.dense is None or not (fn_name in BUILTIN_UFUNCS or fn_name == REPLACE):
+            self._update_each(keys, deltas, fn)
+            return
+        if fn_name == REPLACE:
+            self.write(keys, deltas)
+            return
+        bid = self._block_id(deltas.dense.dtype, deltas.dense.shape[1:], deltas.py)
+        slots = self._lookup(keys)
+        foreign = (slots >= 0) & ((slots >> ROW_BITS) != bid)
+        if foreign.any():  # stored with another dtype/shape: numpy's own promotion rules, key by key
+            self._update_each(keys, deltas, fn)
+            return
+        missing = np.flatnonzero(slots < 0)
+        apply = np.ones(len(keys), dtype=bool)
+        if len(missing):
+            new = keys.take(missing)
+            rows = self._place(new, bid, slots[missing])
+            _, first = np.unique(rows, return_index=True)
+            self.blocks[bid].data[rows[first]] = deltas.dense[missing[first]]
+            apply[missing[first]] = False
+            slots = self._lookup(keys)
+        data = self.blocks[bid].data  # only now: placing new keys may have grown the block
+        rows = slots[apply] & ROW_MASK
+        d = deltas.dense[apply]
+        if len(np.unique(rows)) == len(rows):
+            data[rows] = BUILTIN_UFUNCS[fn_name](data[rows], d)
+        else:
+            BUILTIN_UFUNCS[fn_name].at(data, rows, d)
+
+    def _update_each(self, keys: KeyBatch, deltas: ValueBatch, fn: Any) -> None:
+        for i in range(len(keys)):
+            key = keys.take(np.array([i]))
+            slot = int(self._lookup(key)[0])
+            delta_arr, delta_py = deltas.item(i)
+            if slot < 0:
+                self.write(key, ValueBatch(dense=np.asarray(delta_arr)[None], py=delta_py))
+                continue
+            old = from_array(*self._value_at(slot))
+            arr, py = as_value(fn(old, from_array(delta_arr, delta_py)))
+            self.write(key, ValueBatch(dense=np.asarray(arr)[None], py=py))
+
+    def remove(self, keys: KeyBatch) -> int:
+        """Delete ``keys``; returns how many were present."""
+        slots = self._lookup(keys)
+        present = np.unique(slots[slots >= 0])
+        self._release(present)
+        if keys.kind == "i":
+            self.index.del_ints(keys.ints)
+        else:
+            self.index.del_strs(keys.blob, keys.offsets)
+        return len(present)
+
+    def contains(self, keys: KeyBatch) -> np.ndarray:
+        """Bool array: which keys are present."""
+        return self._lookup(keys) >= 0
+
+    def items(self, kind: str, prefix: str | None = None) -> tuple[KeyBatch, ValueBatch]:
+        """Every key of ``kind`` ("i" or "s"; str keys filtered by ``prefix``) and its value."""
+        if kind == "i":
+            ints, _ = self.index.int_items()
+            keys = KeyBatch(ints=ints)
+        else:
+            names, _ = self.index.str_items((prefix or "").encode("utf-8"))
+            keys = KeyBatch.of(names) if names else KeyBatch(blob=np.empty(0, np.uint8), offsets=np.zeros(1, np.int64))
+        if len(keys) == 0:
+            return keys, ValueBatch(ragged=[])
+        return keys, self.read(keys)
+
+    def topk(self, k: int, kind: str, prefix: str | None = None) -> tuple[KeyBatch, ValueBatch]:
+        """The ``k`` keys with the largest scalar numeric values (ties: smaller key first)."""
+        keys, values = self.items(kind, prefix)
+        if len(keys) == 0:
+            return keys, values
+        scalar = [i for i in range(len(values))
+                  if values.item(i)[0].ndim == 0 and values.item(i)[0].dtype.kind in "biuf"]
+        idx = np.array(scalar, dtype=np.int64)
+        nums = np.array([values.item(i)[0].item() for i in scalar], dtype=np.float64)
+        names = keys.take(idx).to_list()
+        order = sorted(range(len(idx)), key=lambda j: (-nums[j], names[j]))[:k]
+        pick = idx[np.array(order, dtype=np.int64)]
+        return keys.take(pick), values.take(pick)
