@@ -95,6 +95,12 @@ def test_layouts_optional_fields_fvec_and_gz(tmp_path: Path) -> None:
     assert dense.cols is None and dense.matrix[dense.rows.to_local([9])[0]].tolist() == [3, 4, 5.25]
 
 
+def test_lines_drop_crlf_endings_even_on_a_last_line_without_lf(tmp_path: Path) -> None:
+    p = tmp_path / "crlf.txt"
+    p.write_bytes(b"a b\r\n\r\nc\rd\r\n e\r")
+    assert L.load(p, comm=COMM).lines == ["a b", "", "c\rd", " e"]
+
+
 def test_user_parser_by_callable_and_by_name(tmp_path: Path) -> None:
     p = tmp_path / "kv.txt"
     p.write_text("1=0.5\n2=1.5\n")

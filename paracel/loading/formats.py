@@ -187,7 +187,9 @@ class LinesFormat:
         data = chunk.data[:-1] if chunk.data.endswith(b"\n") else chunk.data
         try:
             text = data.decode("utf-8")
-            lines = text.replace("\r\n", "\n").split("\n") if "\r" in text else text.split("\n")
+            if "\r" in text:  # CRLF endings, and a last line ending in a bare CR
+                text = text.replace("\r\n", "\n").removesuffix("\r")
+            lines = text.split("\n")
             return lines, list(range(len(lines))), 0, None
         except UnicodeDecodeError as exc:
             first = bad_line(chunk, data.count(b"\n", 0, exc.start), "invalid UTF-8")
