@@ -6,7 +6,7 @@ from typing import Any
 from mpi4py import MPI
 
 from paracel.waiting import Backoff
-from paracel.wire import TAG_REPLY, TAG_REQUEST, Receiver, send
+from paracel.wire import TAG_REPLY, TAG_REQUEST, PendingSend, Receiver
 
 #: Clock of a worker that has returned from solve(): it no longer holds anyone back.
 FINISHED = 1 << 62
@@ -58,7 +58,9 @@ def run_clock(comm: MPI.Comm, nworkers: int, staleness: int | None) -> ClockStat
     receiver = Receiver(comm)
     status = MPI.Status()
     backoff = Backoff()
-    while not state.all_finished:
+    sending: list[PendingSend] = []
+    while not state.all_finished or sending:
+        sending = [s for s in sending if not s.done()]
         if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
             backoff.pause()
             continue
@@ -72,6 +74,5 @@ def run_clock(comm: MPI.Comm, nworkers: int, staleness: int | None) -> ClockStat
             replies = state.finish(worker)
         else:
             raise ValueError(f"clock rank got unknown operation {op!r} from rank {worker}")
-        for dest, reply in replies:
-            send(comm, dest, TAG_REPLY, reply)
+        sending += [PendingSend(comm, dest, TAG_REPLY, reply) for dest, reply in replies]
     return state

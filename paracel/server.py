@@ -9,7 +9,7 @@ from mpi4py import MPI
 from paracel.errors import RemoteKeyError
 from paracel.table import Table
 from paracel.waiting import Backoff
-from paracel.wire import TAG_REPLY, TAG_REQUEST, KeyBatch, Receiver, ValueBatch, send
+from paracel.wire import TAG_REPLY, TAG_REQUEST, KeyBatch, PendingSend, Receiver, ValueBatch
 
 Reply = tuple[dict[str, Any], list[np.ndarray]]
 
@@ -106,7 +106,9 @@ def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
     receiver = Receiver(comm)
     status = MPI.Status()
     backoff = Backoff()
-    while len(state.finished) < nworkers:
+    sending: list[PendingSend] = []
+    while len(state.finished) < nworkers or sending:
+        sending = [s for s in sending if not s.done()]
         if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
             backoff.pause()
             continue
@@ -115,5 +117,5 @@ def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
         header = receiver.header(status)
         reply = state.handle(source, header, receiver.payload(source, header, reuse=True))
         if reply is not None:
-            send(comm, source, TAG_REPLY, *reply)
+            sending.append(PendingSend(comm, source, TAG_REPLY, *reply))
     return state

@@ -238,6 +238,26 @@ def send(comm: MPI.Comm, dest: int, tag: int, header: dict[str, Any], buffers: S
             comm.Send([b, MPI.BYTE], dest, TAG_DATA)
 
 
+class PendingSend:
+    """A message sent without blocking; holds its buffers until MPI is done with them.
+
+    Servers and the clock reply this way: a rank that blocked in a send to a worker that is
+    itself blocked sending to another server could close a cycle and deadlock the job.
+    """
+
+    def __init__(self, comm: MPI.Comm, dest: int, tag: int, header: dict[str, Any],
+                 buffers: Sequence[np.ndarray] = ()) -> None:
+        self._payload = [_as_bytes(b) for b in buffers]
+        header["nb"] = [b.nbytes for b in self._payload]
+        self._header = msgpack.packb(header)
+        self._requests = [comm.Isend([self._header, MPI.BYTE], dest, tag)]
+        self._requests += [comm.Isend([b, MPI.BYTE], dest, TAG_DATA) for b in self._payload if b.nbytes]
+
+    def done(self) -> bool:
+        """Whether every part has been sent (the buffers may then be reused)."""
+        return MPI.Request.Testall(self._requests)
+
+
 class Receiver:
     """Receives headers and payloads into preallocated buffers that grow and are reused."""
 
