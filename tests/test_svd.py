@@ -52,3 +52,21 @@ def test_nonconvergence_is_an_error(ratings):
         subspace_svd(gram_of_block(ratings), ratings.shape[1], 20, oversample=0, max_iter=3)
     with pytest.raises(ValueError, match="k must be"):
         subspace_svd(gram_of_block(ratings), ratings.shape[1], 0)
+
+
+def test_distributed_job_matches_svds(ratings, tmp_path):
+    """The SVD paralg on real ranks (2 workers, 1 server): top-20 values vs svds."""
+    from paracel.launch import launch
+
+    config = {"algorithm": "algorithms.svd:SVD", "staleness": 0, "output": str(tmp_path),
+              "params": {"input": str(ML100K / "u.data"), "k": 20}}
+    out = launch(config, workers=2, servers=1, timeout=120).output_dir
+    values = np.loadtxt(out / "singular_values.txt")
+    ref = np.sort(sla.svds(ratings, k=20, return_singular_vectors=False))[::-1]
+    rel = np.abs(values - ref) / ref
+    print(f"distributed SVD: max relative error of the top-20 singular values {rel.max():.2e}")
+    assert rel.max() < 1e-6
+    right = np.load(out / "right_vectors.npy")[1:]  # row = raw item id; id 0 is unused
+    for w in range(2):
+        ids, left = np.load(out / f"left_ids_{w}.npy"), np.load(out / f"left_vectors_{w}.npy")
+        np.testing.assert_allclose(ratings[ids - 1] @ right, left * values, atol=1e-8)
