@@ -85,6 +85,7 @@ class SSPProbe(paralg):
             if w == self.slow:
                 time.sleep(self.delay)
             self.paracel_bupdate(f"c{w}", 1)
+            log[-1]["committing"] = time.time()
             self.iter_commit()
         log.append({"clock": self.rounds, "t": time.time(), "seen": None})
         (self.output_dir / f"ssp_{w}.json").write_text(json.dumps(log))
