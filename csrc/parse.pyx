@@ -12,6 +12,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport strtod
+from libc.string cimport memchr
 
 cnp.import_array()
 
@@ -29,75 +30,80 @@ cdef inline bint is_blank(unsigned char c) noexcept nogil:
 
 
 cdef inline Py_ssize_t line_end(const char* s, Py_ssize_t p, Py_ssize_t n) noexcept nogil:
-    while p < n and s[p] != 10:
-        p += 1
-    return p
+    cdef const void* hit = memchr(s + p, 10, n - p)
+    return n if hit == NULL else <const char*>hit - s
 
 
-cdef inline int parse_int(const char* s, Py_ssize_t a, Py_ssize_t b, int64_t* out) noexcept nogil:
-    """Decimal int64 in s[a:b] (optional sign); 0 on success."""
+cdef inline Py_ssize_t scan_int(const char* s, Py_ssize_t a, Py_ssize_t q,
+                                const unsigned char* sep, int64_t* out) noexcept nogil:
+    """Parse the decimal int64 token at s[a:]; returns the index just past it, or -1 if the
+    token (up to a separator or q) is not one."""
+    cdef Py_ssize_t p = a, start
     cdef bint neg = False
     cdef unsigned long long v = 0
     cdef unsigned char c
-    if a < b and (s[a] == 45 or s[a] == 43):
-        neg = s[a] == 45
-        a += 1
-    if a >= b or b - a > 19:
-        return E_INT
-    while a < b:
-        c = <unsigned char>s[a] - 48
+    if p < q and (s[p] == 45 or s[p] == 43):
+        neg = s[p] == 45
+        p += 1
+    start = p
+    while p < q:
+        c = <unsigned char>s[p] - 48
         if c > 9:
-            return E_INT
+            break
         v = v * 10 + c
-        a += 1
+        p += 1
+    if p == start or p - start > 19 or (p < q and not sep[<unsigned char>s[p]]):
+        return -1
     if v > 9223372036854775807ULL + (1 if neg else 0):
-        return E_INT
+        return -1
     out[0] = -<int64_t>v if neg else <int64_t>v
-    return 0
+    return p
 
 
-cdef inline int parse_float(const char* s, Py_ssize_t a, Py_ssize_t b, double* out) noexcept nogil:
-    """Double in s[a:b]; plain integers of <= 15 digits are exact without strtod."""
-    cdef Py_ssize_t i = a
+cdef inline Py_ssize_t scan_float(const char* s, Py_ssize_t a, Py_ssize_t q,
+                                  const unsigned char* sep, double* out) noexcept nogil:
+    """Parse the number token at s[a:] as a double; returns the index just past it, or -1.
+    Plain integers of <= 15 digits are exact without strtod."""
+    cdef Py_ssize_t p = a, start
     cdef bint neg = False
     cdef long long v = 0
     cdef unsigned char c
     cdef char* endp
-    if a >= b:
-        return E_FLOAT
-    if s[i] == 45 or s[i] == 43:
-        neg = s[i] == 45
-        i += 1
-    if i < b and b - i <= 15:
-        while i < b:
-            c = <unsigned char>s[i] - 48
-            if c > 9:
-                break
-            v = v * 10 + c
-            i += 1
-        if i == b:
-            out[0] = -<double>v if neg else <double>v
-            return 0
-    if is_blank(<unsigned char>s[a]):
-        return E_FLOAT  # strtod would skip leading blanks; a field never starts with one
+    if p < q and (s[p] == 45 or s[p] == 43):
+        neg = s[p] == 45
+        p += 1
+    start = p
+    while p < q and p - start < 16:
+        c = <unsigned char>s[p] - 48
+        if c > 9:
+            break
+        v = v * 10 + c
+        p += 1
+    if p > start and p - start <= 15 and (p == q or sep[<unsigned char>s[p]]):
+        out[0] = -<double>v if neg else <double>v
+        return p
+    if a >= q or is_blank(<unsigned char>s[a]):
+        return -1  # strtod would skip leading blanks; a field never starts with one
     out[0] = strtod(s + a, &endp)
-    if endp != s + b:
-        return E_FLOAT
-    return 0
+    p = endp - s
+    if p == a or p > q or (p < q and not sep[<unsigned char>s[p]]):
+        return -1
+    return p
 
 
 def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collapse,
                 int comment, bint skip_bad, int64_t int_fill, double float_fill):
-    """Parse delimited numeric lines into an int64 and a float64 matrix.
+    """Parse delimited numeric lines into int64 and float64 columns.
 
     ``kinds`` has one byte per column: ``i`` (int64), ``f`` (float64) or ``_`` (ignored);
     columns after the first ``n_required`` are optional and take ``int_fill``/``float_fill``
     when absent. ``seps`` are the separator bytes; with ``collapse`` a run of separators (and
     leading/trailing ones) counts as one, as for whitespace. ``comment`` is a byte value or -1.
 
-    Returns ``(ints (n, n_int) int64, floats (n, n_float) float64, skipped, error)`` where
-    ``error`` is ``None`` or ``(line_index, code, field_index)`` of the first malformed line
-    (with ``skip_bad`` such lines are dropped and counted, and ``error`` is the first of them).
+    Returns ``(ints (n_int, n) int64, floats (n_float, n) float64, skipped, error)`` (one row
+    per column, each row contiguous) where ``error`` is ``None`` or ``(line_index, code,
+    field_index)`` of the first malformed line (with ``skip_bad`` such lines are dropped and
+    counted, and ``error`` is the first of them).
     """
     cdef const char* s = data
     cdef Py_ssize_t n = len(data)
@@ -114,13 +120,13 @@ def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collap
         sepmap[k] = 0
     for k in range(len(seps)):
         sepmap[<unsigned char>seps[k]] = 1
-    cdef Py_ssize_t max_rows = data.count(b"\n") + 1
-    ints = np.empty((max_rows, ni), dtype=np.int64)
-    floats = np.empty((max_rows, nf), dtype=np.float64)
-    cdef int64_t[:, ::1] iv = ints
-    cdef double[:, ::1] fv = floats
+    cdef Py_ssize_t m = count_lines(s, n)
+    ints = np.empty((ni, m), dtype=np.int64)
+    floats = np.empty((nf, m), dtype=np.float64)
+    cdef int64_t* iv = <int64_t*>cnp.PyArray_DATA(ints)
+    cdef double* fv = <double*>cnp.PyArray_DATA(floats)
     cdef Py_ssize_t p = 0, e, q, a, row = 0, line = 0, skipped = 0
-    cdef int col, ii, ff, code, bad_col
+    cdef int col, ii, ff, code
     cdef Py_ssize_t err_line = -1
     cdef int err_code = 0, err_col = 0
     with nogil:
@@ -130,41 +136,42 @@ def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collap
             if q > p and s[q - 1] == 13:
                 q -= 1
             a = p
-            while a < q and is_blank(<unsigned char>s[a]):
+            while a < q and (is_blank(<unsigned char>s[a]) or
+                             (collapse and sepmap[<unsigned char>s[a]])):
                 a += 1
             if a == q or (comment >= 0 and <unsigned char>s[a] == comment):
                 p = e + 1
                 line += 1
                 continue
-            if collapse:
-                a = p
-                while a < q and sepmap[<unsigned char>s[a]]:
-                    a += 1
-            else:
+            if not collapse:
                 a = p
             col = 0
             ii = 0
             ff = 0
             code = 0
             while True:
-                p = a
-                while p < q and not sepmap[<unsigned char>s[p]]:
-                    p += 1
-                # field is s[a:p]
                 if col >= ncols:
                     code = E_FIELDS
                     break
-                if p == a and not collapse:
-                    code = E_EMPTY
-                    break
                 if kd[col] == 105:
-                    code = parse_int(s, a, p, &iv[row, ii])
+                    p = scan_int(s, a, q, sepmap, iv + ii * m + row)
                     ii += 1
+                    if p < 0:
+                        code = E_EMPTY if (a == q or sepmap[<unsigned char>s[a]]) else E_INT
+                        break
                 elif kd[col] == 102:
-                    code = parse_float(s, a, p, &fv[row, ff])
+                    p = scan_float(s, a, q, sepmap, fv + ff * m + row)
                     ff += 1
-                if code:
-                    break
+                    if p < 0:
+                        code = E_EMPTY if (a == q or sepmap[<unsigned char>s[a]]) else E_FLOAT
+                        break
+                else:
+                    p = a
+                    while p < q and not sepmap[<unsigned char>s[p]]:
+                        p += 1
+                    if p == a:
+                        code = E_EMPTY
+                        break
                 col += 1
                 if p >= q:
                     break
@@ -188,17 +195,30 @@ def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collap
             else:
                 while col < ncols:
                     if kd[col] == 105:
-                        iv[row, ii] = int_fill
+                        iv[ii * m + row] = int_fill
                         ii += 1
                     elif kd[col] == 102:
-                        fv[row, ff] = float_fill
+                        fv[ff * m + row] = float_fill
                         ff += 1
                     col += 1
                 row += 1
             p = e + 1
             line += 1
     error = None if err_line < 0 else (err_line, err_code, err_col)
-    return ints[:row], floats[:row], skipped, error
+    return ints[:, :row], floats[:, :row], skipped, error
+
+
+cdef Py_ssize_t count_lines(const char* s, Py_ssize_t n) noexcept nogil:
+    """Upper bound on the lines of s[:n]: its LF count + 1."""
+    cdef Py_ssize_t count = 1, p = 0
+    cdef const void* hit
+    while p < n:
+        hit = memchr(s + p, 10, n - p)
+        if hit == NULL:
+            break
+        count += 1
+        p = <const char*>hit - s + 1
+    return count
 
 
 def parse_libsvm(bytes data, bint skip_bad):
@@ -220,11 +240,16 @@ def parse_libsvm(bytes data, bint skip_bad):
     cdef int64_t[::1] ptr = indptr
     cdef int32_t[::1] idx = indices
     cdef double[::1] val = values
-    cdef Py_ssize_t p = 0, e, q, a, c, row = 0, line = 0, skipped = 0, nnz = 0, row_start
+    cdef Py_ssize_t p = 0, e, q, a, t, row = 0, line = 0, skipped = 0, nnz = 0, row_start
     cdef int64_t ix, max_ix = -1, row_max
-    cdef int code, item
+    cdef int code, item, k
     cdef Py_ssize_t err_line = -1
     cdef int err_code = 0, err_col = 0
+    cdef unsigned char blank[256]
+    cdef unsigned char blank_or_colon[256]
+    for k in range(256):
+        blank[k] = is_blank(<unsigned char>k)
+        blank_or_colon[k] = blank[k] or k == 58
     with nogil:
         while p < n:
             e = line_end(s, p, n)
@@ -242,10 +267,8 @@ def parse_libsvm(bytes data, bint skip_bad):
                 p = e + 1
                 line += 1
                 continue
-            p = a
-            while p < q and not is_blank(<unsigned char>s[p]):
-                p += 1
-            code = parse_float(s, a, p, &lab[row])
+            p = scan_float(s, a, q, blank, &lab[row])
+            code = E_FLOAT if p < 0 else 0
             row_start = nnz
             row_max = max_ix
             item = 1
@@ -255,19 +278,19 @@ def parse_libsvm(bytes data, bint skip_bad):
                 if p >= q:
                     break
                 a = p
-                c = -1
-                while p < q and not is_blank(<unsigned char>s[p]):
-                    if s[p] == 58 and c < 0:
-                        c = p
-                    p += 1
-                if c < 0:
-                    code = E_PAIR
+                p = scan_int(s, a, q, blank_or_colon, &ix)
+                if p < 0 or p == q or s[p] != 58:
+                    t = a
+                    while t < q and not is_blank(<unsigned char>s[t]) and s[t] != 58:
+                        t += 1
+                    code = E_INDEX if t < q and s[t] == 58 else E_PAIR
                     break
-                if parse_int(s, a, c, &ix) or ix < 1 or ix > 2147483647:
+                if ix < 1 or ix > 2147483647:
                     code = E_INDEX
                     break
-                code = parse_float(s, c + 1, p, &val[nnz])
-                if code:
+                p = scan_float(s, p + 1, q, blank, &val[nnz])
+                if p < 0:
+                    code = E_FLOAT
                     break
                 idx[nnz] = <int32_t>(ix - 1)
                 if ix - 1 > row_max:

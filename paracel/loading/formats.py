@@ -39,6 +39,13 @@ def bad_line(chunk: Chunk, index: int, reason: str) -> str:
     return f"{locate(chunk, index)}: {reason}: {text!r}"
 
 
+def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Column-wise concatenation of parts (a lone part is kept as it is, without a copy)."""
+    if len(parts) == 1:
+        return {k: np.asarray(v) for k, v in parts[0].items()}
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
 class TableFormat:
     """Delimited numeric fields into named int64/float64 columns (csv, tsv, ratings, edges...).
 
@@ -84,18 +91,18 @@ class TableFormat:
         cols, i, f = {}, 0, 0
         for name, kind in self.layout:
             if kind == "i":
-                cols[name] = np.ascontiguousarray(ints[:, i])
+                cols[name] = ints[i]
                 i += 1
             elif kind == "f":
-                cols[name] = np.ascontiguousarray(floats[:, f])
+                cols[name] = floats[f]
                 f += 1
         return cols
 
     def combine(self, parts: list[dict[str, np.ndarray]]) -> Table:
         if not parts:
-            parts = [self._columns(np.empty((0, self.kinds.count("i")), np.int64),
-                                   np.empty((0, self.kinds.count("f")), np.float64))]
-        return Table({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+            parts = [self._columns(np.empty((self.kinds.count("i"), 0), np.int64),
+                                   np.empty((self.kinds.count("f"), 0), np.float64))]
+        return Table(concat_columns(parts))
 
 
 class FvecFormat(TableFormat):
@@ -123,13 +130,13 @@ class FvecFormat(TableFormat):
         return super().parse(chunk, skip_bad)
 
     def _columns(self, ints: np.ndarray, floats: np.ndarray) -> dict[str, np.ndarray]:
-        return {"id": np.ascontiguousarray(ints[:, 0]), "values": floats}
+        return {"id": ints[0], "values": np.ascontiguousarray(floats.T)}
 
     def combine(self, parts: list[dict[str, np.ndarray]]) -> Table:
         if not parts:
             parts = [{"id": np.empty(0, np.int64),
                       "values": np.empty((0, self.dim or 0), np.float64)}]
-        return Table({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        return Table(concat_columns(parts))
 
 
 class LibsvmFormat:
@@ -238,7 +245,7 @@ class UserFormat(LinesFormat):
 
     def combine(self, parts: list) -> Table | Records:
         if parts and isinstance(parts[0], dict):
-            return Table({k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]})
+            return Table(concat_columns(parts))
         return Records([item for part in parts for item in part])
 
 
