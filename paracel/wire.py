@@ -168,7 +168,8 @@ class ValueBatch:
         pairs = [as_value(v) for v in values]
         if pairs and all(a.dtype == pairs[0][0].dtype and a.shape == pairs[0][0].shape and p == pairs[0][1]
                          for a, p in pairs):
-            return cls(dense=np.stack([a for a, _ in pairs]), py=pairs[0][1])
+            stacked = np.stack([a for a, _ in pairs]).astype(pairs[0][0].dtype, copy=False)  # keeps byte order
+            return cls(dense=stacked, py=pairs[0][1])
         return cls(ragged=pairs)
 
     def __len__(self) -> int:
@@ -182,14 +183,14 @@ class ValueBatch:
     def item(self, i: int) -> tuple[np.ndarray, int]:
         """Value ``i`` as (array, py)."""
         if self.dense is not None:
-            return self.dense[i], self.py
+            return self.dense[i, ...], self.py  # [i, ...] keeps 0-d rows arrays
         return self.ragged[i]
 
     def to_list(self) -> list[Any]:
         if self.dense is not None:
             if self.py == PY_NUMBER:
                 return self.dense.tolist()
-            return [from_array(row, self.py) for row in self.dense]
+            return [from_array(self.dense[i, ...], self.py) for i in range(len(self.dense))]
         return [from_array(a, p) for a, p in self.ragged]
 
     def header(self) -> dict[str, Any]:

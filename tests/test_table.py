@@ -1,0 +1,125 @@
+"""The server's table and request handlers, driven directly (no MPI)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from paracel.clock import ClockState
+from paracel.errors import RemoteKeyError
+from paracel.server import ServerState
+from paracel.table import Table
+from paracel.updates import resolve
+from paracel.wire import KeyBatch, ValueBatch
+
+
+def kb(keys):
+    return KeyBatch.of(keys)
+
+
+def vb(values, n=None):
+    return ValueBatch.of(values, len(values) if n is None else n)
+
+
+def test_write_read_overwrite_and_signature_change():
+    t = Table()
+    t.write(kb(["a", "b"]), vb([np.arange(3.0), np.arange(3.0) + 1]))
+    t.write(kb(["a"]), vb([np.ones((2, 2), np.int8)]))  # a moves to another block
+    a, b = t.read(kb(["a", "b"])).to_list()
+    assert a.dtype == np.int8 and a.shape == (2, 2) and np.array_equal(b, [1.0, 2.0, 3.0])
+    t.write(kb(np.arange(1000)), vb(np.ones((1000, 4))))  # grows a block many times
+    assert len(t) == 1002 and t.read(kb([999])).dense.shape == (1, 4)
+
+
+def test_read_names_missing_keys():
+    t = Table()
+    t.write(kb([1]), vb([1.0]))
+    with pytest.raises(RemoteKeyError, match="no such keys: 2, 3"):
+        t.read(kb([1, 2, 3]))
+
+
+@pytest.mark.parametrize("fn, expected", [("add", 13.0), ("sub", 7.0), ("mul", 30.0), ("max", 10.0),
+                                          ("min", 3.0), ("replace", 3.0)])
+def test_builtin_update_functions(fn, expected):
+    t = Table()
+    t.write(kb(["x"]), vb([10.0]))
+    t.update(kb(["x"]), vb([3.0]), fn)
+    assert t.read(kb(["x"])).to_list() == [expected]
+
+
+def test_update_of_absent_key_stores_delta_and_repeats_accumulate():
+    t = Table()
+    t.update(kb([5, 5, 6, 5]), vb(np.ones((4, 2))), "add")  # 5 is new and repeated in one batch
+    assert np.array_equal(t.read(kb([5, 6])).dense, [[3, 3], [1, 1]])
+    t.update(kb([5, 5]), vb(np.ones((2, 2))), "add")
+    assert np.array_equal(t.read(kb([5])).dense, [[5, 5]])
+
+
+def test_update_with_other_dtype_follows_numpy():
+    t = Table()
+    t.write(kb(["n"]), vb([2]))
+    t.update(kb(["n"]), vb([0.5]), "add")
+    assert t.read(kb(["n"])).to_list() == [2.5]
+
+
+def test_remove_contains_items_topk():
+    t = Table()
+    t.write(kb(["w:a", "w:b", "v:c"]), vb([3, 9, 100]))
+    t.write(kb([7]), vb([np.zeros(2)]))
+    assert t.contains(kb(["w:a", "zz", "7"])).tolist() == [True, False, False]  # str "7" is not int 7
+    assert t.contains(kb([7])).tolist() == [True]
+    keys, values = t.items("s", "w:")
+    assert dict(zip(keys.to_list(), values.to_list())) == {"w:a": 3, "w:b": 9}
+    keys, values = t.topk(2, "s")
+    assert keys.to_list() == ["v:c", "w:b"]
+    assert t.remove(kb(["w:a", "w:a", "nope"])) == 1
+    assert t.contains(kb(["w:a"])).tolist() == [False]
+    t.write(kb(["w:a"]), vb([4]))  # the freed row is reused
+    assert t.read(kb(["w:a", "w:b"])).to_list() == [4, 9]
+
+
+def test_user_update_function_and_unknown_names():
+    assert resolve("tests.jobs:capped_add")(8, 5) == 10
+    with pytest.raises(ValueError, match="unknown update function 'nope'"):
+        resolve("nope")
+    with pytest.raises(ValueError, match="cannot import update function 'no.such:fn'"):
+        resolve("no.such:fn")
+
+
+def request(op, keys=None, values=None, **fields):
+    header, buffers = {"op": op, **fields}, []
+    if keys is not None:
+        header.update(keys.header())
+        buffers += [np.frombuffer(b.tobytes(), np.uint8) for b in keys.buffers()]
+    if values is not None:
+        header.update(values.header())
+        buffers += [np.frombuffer(np.ascontiguousarray(b).tobytes(), np.uint8) for b in values.buffers()]
+    return header, buffers
+
+
+def test_handlers_reply_errors_and_defer_batched_ones():
+    state = ServerState(nworkers=2)
+    reply, _ = state.handle(0, *request("push", kb(["k"]), vb([1.0])))
+    assert reply["ok"]
+    reply, _ = state.handle(0, *request("pull", kb(["absent"])))
+    assert not reply["ok"] and reply["etype"] == "KeyError" and "'absent'" in reply["error"]
+    reply, _ = state.handle(0, *request("update", kb(["k"]), vb([1.0]), fn="bogus"))
+    assert reply["etype"] == "ServerError" and "unknown update function 'bogus'" in reply["error"]
+    assert state.handle(1, *request("update", kb(["k"]), vb([1.0]), fn="bogus", ack=False)) is None
+    reply, _ = state.handle(0, *request("flush"))
+    assert reply["ok"]  # worker 0 has nothing deferred
+    reply, _ = state.handle(1, *request("flush"))
+    assert not reply["ok"] and "batched update" in reply["error"]
+    reply, bufs = state.handle(0, *request("pull", kb(["k"])))
+    assert reply["ok"] and bufs[0].tolist() == [1.0]
+    assert state.handle(0, *request("frobnicate"))[0]["error"].startswith("ValueError: unknown server operation")
+
+
+def test_clock_releases_within_the_bound():
+    clock = ClockState(nworkers=2, staleness=1)
+    assert clock.tick(0) == [(0, {"ok": True, "min": 0})]  # clock 1, slowest 0: within s=1
+    assert clock.tick(0) == []  # clock 2 would be 2 ahead: waits
+    assert clock.tick(1) == [(0, {"ok": True, "min": 1}), (1, {"ok": True, "min": 1})]
+    assert clock.finish(1) == []
+    assert clock.tick(0) == [(0, {"ok": True, "min": 3})]  # a finished worker holds nobody back
+    bsp, asp = ClockState(2, 0), ClockState(2, None)
+    assert bsp.tick(0) == [] and len(asp.tick(0)) == 1
