@@ -16,11 +16,14 @@ x_u = [f_u, b_u], y_j = [f_j, 1], c_j = mu + b_j).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
+
+from paracel import paralg
 
 LIKE, DISLIKE, UNKNOWN = 0, 1, 2
 Reduce = Callable[[np.ndarray], np.ndarray]
@@ -163,3 +166,85 @@ def grow_tree(x: np.ndarray, ratings: sp.spmatrix, depth: int, like_threshold: f
     stat_arr = np.asarray(stat)
     return Tree(np.asarray(item, dtype=np.int64), np.asarray(children, dtype=np.int64),
                 stat_arr[:, 1:-1] / stat_arr[:, :1], stat_arr[:, 0].astype(np.int64))
+
+
+def fit_factors(ratings: sp.spmatrix, users: np.ndarray, rank: int, lam: float, rounds: int,
+                seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Biased ALS (``algorithms.als.solve_rows``) on the ratings of ``users`` only.
+
+    Returns (user rows, item rows, mu); a row is ``[f_0 .. f_{rank-1}, bias]``.
+    """
+    from algorithms.als import solve_rows
+
+    coo = sp.csr_matrix(ratings)[users].tocoo()
+    rows, cols, vals = users[coo.row].astype(np.int32), coo.col.astype(np.int32), coo.data
+    mu = float(vals.mean())
+    n_users, n_items = ratings.shape
+    v = np.hstack([np.random.default_rng(seed).normal(0, 0.1, (n_items, rank)), np.zeros((n_items, 1))])
+    for _ in range(rounds):
+        u = solve_rows(rows, cols, vals, v, n_users, mu, lam)
+        v = solve_rows(cols, rows, vals, u, n_items, mu, lam)
+    return u, v, mu
+
+
+def evaluate(tree: Tree, ratings: sp.spmatrix, item_rows: np.ndarray, mu: float,
+             like_threshold: float) -> np.ndarray:
+    """Squared-error sums ``[tree, global mean, item baseline, count]`` for new users'
+    ``ratings`` (rows), leaving out the ratings they revealed as answers."""
+    node, asked = tree.route(ratings, like_threshold)
+    coo = sp.csr_matrix(ratings).tocoo()
+    unseen = np.asarray(asked[coo.row, coo.col]).ravel() == 0
+    rows, cols, vals = coo.row[unseen], coo.col[unseen], coo.data[unseen]
+    y = np.hstack([item_rows[:, :-1], np.ones((len(item_rows), 1))])
+    offsets = mu + item_rows[:, -1]
+    pred = tree.predict(node[rows], cols, y, offsets)
+    return np.array([np.sum((pred - vals) ** 2), np.sum((mu - vals) ** 2),
+                     np.sum((offsets[cols] - vals) ** 2), len(vals)])
+
+
+class DTreeRec(paralg):
+    """Cold-start decision tree over biased-ALS factors (see the module docstring).
+
+    Users with id % ``holdout_every`` == 0 are the new users: they take no part in the factors
+    or the tree and are scored at the end. Workers own users (``fmap``); each level's node
+    statistics are summed through the servers. The factor fit is repeated on every worker
+    (a stand-in for reading an ALS job's output). Writes ``tree.json`` (worker 0) and logs the
+    held-out RMSE of the tree, the global mean and the item baseline.
+    """
+
+    def __init__(self, input: str, holdout_every: int = 5, rank: int = 10, lam: float = 0.1,
+                 als_rounds: int = 10, depth: int = 3, like_threshold: float = 4.0,
+                 min_child: int = 5, seed: int = 0) -> None:
+        super().__init__()
+        if holdout_every < 2 or rank < 1 or lam <= 0 or als_rounds < 1 or depth < 0 or min_child < 1:
+            raise ValueError("need holdout_every >= 2, rank >= 1, lam > 0, als_rounds >= 1, "
+                             "depth >= 0 and min_child >= 1")
+        self.input, self.holdout_every, self.rank, self.lam = input, holdout_every, rank, lam
+        self.als_rounds, self.depth, self.like_threshold = als_rounds, depth, like_threshold
+        self.min_child, self.seed = min_child, seed
+        self.rmse: dict[str, float] = {}
+
+    def solve(self) -> None:
+        from paracel.loading import loadall
+
+        from algorithms.svd import load_ratings_matrix, server_sum
+
+        mine, my_users = load_ratings_matrix(self, self.input, "user")
+        data = loadall(self.input, comm=self.worker_comm, fmt="ratings")
+        full = sp.csr_matrix((np.asarray(data["rating"], np.float64),
+                              (np.asarray(data["user"]), np.asarray(data["item"]))), shape=mine.shape)
+        known = np.flatnonzero(full.getnnz(axis=1))
+        train = known[known % self.holdout_every != 0]
+        u_rows, i_rows, mu = fit_factors(full, train, self.rank, self.lam, self.als_rounds, self.seed)
+        mine_train = my_users[my_users % self.holdout_every != 0]
+        tree = grow_tree(u_rows[mine_train], mine[mine_train], self.depth, self.like_threshold,
+                         self.min_child, reduce=server_sum(self, "dtree/stats"))
+        held = my_users[my_users % self.holdout_every == 0]
+        sums = self.worker_comm.allreduce(evaluate(tree, mine[held], i_rows, mu, self.like_threshold))
+        self.rmse = {name: float(np.sqrt(sums[t] / sums[3])) for t, name in
+                     enumerate(("tree_rmse", "global_mean_rmse", "item_baseline_rmse"))}
+        if self.get_worker_id() == 0:
+            (self.output_dir / "tree.json").write_text(json.dumps(
+                {"item": tree.item.tolist(), "children": tree.children.tolist(),
+                 "size": tree.size.tolist(), "profile": tree.profile.tolist()}))
+            self.log_metrics(0, **self.rmse, heldout_ratings=int(sums[3]))

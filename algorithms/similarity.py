@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from paracel import paralg
 from paracel._ext import rec_kernels
 
 MEASURES = ("cosine", "jaccard")
@@ -122,3 +123,77 @@ def sparse_topk(own_ids: np.ndarray, ratings: sp.spmatrix, topk: int, measure: s
             cooc.data, float(min_cooc), *_self_exclusion(ids), r.shape[1])
         parts.append(Neighbors(ids, indptr, nbr, val))
     return Neighbors.concat(parts) if parts else Neighbors.empty()
+
+
+def gather_columns(alg: paralg, own: sp.spmatrix, items: np.ndarray, prefix: str) -> sp.csc_matrix:
+    """The whole rating matrix on every worker, assembled through the parameter server.
+
+    Each worker holds every rating of its ``items`` (columns of ``own``, global shape); it
+    writes one ``(2, n)`` array [user ids; ratings] per item under ``prefix/<item>``, and after
+    ``sync()`` every worker reads the whole key family back.
+    """
+    csc = sp.csc_matrix(own, dtype=np.float64)
+    csc.sort_indices()
+    lo, hi = csc.indptr[items], csc.indptr[items + 1]
+    values = [np.vstack([csc.indices[a:b].astype(np.float64), csc.data[a:b]]) for a, b in zip(lo, hi)]
+    alg.paracel_write_multi([f"{prefix}/{i}" for i in items.tolist()], values)
+    alg.sync()
+    table = alg.paracel_read_prefix(f"{prefix}/")
+    cols = np.concatenate([np.full(v.shape[1], int(k.rsplit("/", 1)[1])) for k, v in table.items()])
+    stacked = np.hstack(list(table.values()))
+    return sp.csc_matrix((stacked[1], (stacked[0].astype(np.int64), cols)), shape=csc.shape)
+
+
+def format_lists(nb: Neighbors) -> dict[int, str]:
+    """``item -> "nbr:sim nbr:sim ..."`` (best first, full precision) for ``paracel_dump``."""
+    return {int(item): " ".join(f"{j}:{s:.17g}" for j, s in zip(*nb.row(r)))
+            for r, item in enumerate(nb.item_ids.tolist())}
+
+
+class Similarity(paralg):
+    """Top-k item neighbours: ``mode="sparse"`` from a ratings file (cosine or Jaccard over the
+    item columns), ``mode="dense"`` from an fvec file of item vectors (``id v1 v2 ...``, cosine).
+
+    Workers own items (``fmap`` by item), share them through the servers and score their own
+    items against all. ``min_sim`` null keeps every similarity. Writes ``neighbors_<w>.txt``
+    (``item<TAB>nbr:sim ...``) and logs the pairs kept.
+    """
+
+    def __init__(self, input: str, mode: str = "sparse", measure: str = "cosine", topk: int = 20,
+                 min_sim: float | None = None, min_cooc: int = 1, block: int = 512) -> None:
+        super().__init__()
+        if mode not in ("sparse", "dense") or (mode == "dense" and measure != "cosine"):
+            raise ValueError("mode is 'sparse' (cosine/jaccard) or 'dense' (cosine)")
+        if measure not in MEASURES or topk < 1 or min_cooc < 1 or block < 1:
+            raise ValueError(f"need measure in {MEASURES}, topk >= 1, min_cooc >= 1, block >= 1")
+        self.input, self.mode, self.measure, self.topk = input, mode, measure, topk
+        self.min_sim = -np.inf if min_sim is None else float(min_sim)
+        self.min_cooc, self.block = min_cooc, block
+        self.neighbors: Neighbors | None = None
+
+    def solve(self) -> None:
+        if self.mode == "sparse":
+            from algorithms.svd import load_ratings_matrix
+
+            own, items = load_ratings_matrix(self, self.input, "item")
+            full = gather_columns(self, own, items, "sim/col")
+            nb = sparse_topk(items, full, self.topk, self.measure, self.min_sim, self.min_cooc, self.block)
+        else:
+            nb = self._dense()
+        self.neighbors = nb
+        self.paracel_dump("neighbors", format_lists(nb))
+        items, pairs = self.worker_comm.allreduce(np.array([len(nb.item_ids), len(nb.ids)]))
+        if self.get_worker_id() == 0:
+            self.log_metrics(0, items=int(items), pairs=int(pairs))
+
+    def _dense(self) -> Neighbors:
+        from paracel.loading import load
+
+        data = load(self.input, comm=self.worker_comm, fmt="fvec", shuffle="fmap")
+        ids = np.asarray(data["id"], dtype=np.int64)
+        self.paracel_write_multi(ids, np.asarray(data["values"], dtype=np.float64))
+        self.sync()
+        everyone = np.sort(np.concatenate(self.worker_comm.allgather(ids)))
+        vectors = np.zeros((everyone.max(initial=-1) + 1, np.asarray(data["values"]).shape[1]))
+        vectors[everyone] = self.paracel_read_multi(everyone, as_array=True)
+        return dense_topk(np.sort(ids), vectors, self.topk, self.min_sim, self.block)

@@ -86,3 +86,29 @@ def test_low_limit_and_prune(split):
         assert np.array_equal(cut.row(r)[0], nb.row(r)[0][:best_k[r]])
     with pytest.raises(ValueError):
         adjust_ktop(nb, base, low_limit=0)
+
+
+def test_distributed_job_matches_core(split, tmp_path):
+    """The KTop paralg on real ranks reproduces the single-process pipeline and its precision."""
+    import json
+
+    from paracel.launch import launch
+    from test_similarity import ML100K, read_lists
+
+    base, test = split
+    config = {"algorithm": "algorithms.ktop:KTop", "staleness": 0, "output": str(tmp_path),
+              "params": {"input": str(ML100K / "u1.base"), "test": str(ML100K / "u1.test"),
+                         "topk": K, "low_limit": LOW, "n": N}}
+    out = launch(config, workers=2, servers=1, timeout=120).output_dir
+    nb = sparse_topk(np.arange(1682), base, K)
+    best_k, _ = adjust_ktop(nb, base, low_limit=LOW)
+    users = np.flatnonzero(base.getnnz(axis=1))
+    ref = recommend(users, base[users], prune(nb, best_k).to_csr(1682), N)
+    got = read_lists(sorted(out.glob("recommendations_*.txt")))
+    assert sorted(got) == (users + 1).tolist()
+    for r, u in enumerate(ref.item_ids):
+        ids, scores = ref.row(r)
+        assert got[u + 1][0] == (ids + 1).tolist()
+        np.testing.assert_allclose(got[u + 1][1], scores, rtol=1e-12)
+    logged = json.loads((out / "metrics_0.jsonl").read_text().splitlines()[-1])
+    assert logged["precision"] == pytest.approx(precision_at(ref, test, N)[0], abs=1e-12)

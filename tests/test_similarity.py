@@ -123,3 +123,31 @@ def test_measure_validation(ratings):
         sparse_topk(np.arange(3), ratings, 5, measure="pearson")
     with pytest.raises(ValueError, match="min_cooc"):
         sparse_topk(np.arange(3), ratings, 5, min_cooc=0)
+
+
+def read_lists(paths) -> dict[int, tuple[list[int], list[float]]]:
+    """Parse ``item<TAB>nbr:sim ...`` files written by the jobs."""
+    out = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            item, _, rest = line.partition("\t")
+            pairs = [p.split(":") for p in rest.split()]
+            out[int(item)] = ([int(a) for a, _ in pairs], [float(b) for _, b in pairs])
+    return out
+
+
+def test_distributed_job_equals_brute_force(ratings, tmp_path):
+    """The Similarity paralg on real ranks (2 workers, 1 server), Jaccard with thresholds."""
+    from paracel.launch import launch
+
+    config = {"algorithm": "algorithms.similarity:Similarity", "staleness": 0, "output": str(tmp_path),
+              "params": {"input": str(ML100K / "u.data"), "measure": "jaccard", "topk": 20,
+                         "min_sim": 0.05, "min_cooc": 2}}
+    out = launch(config, workers=2, servers=1, timeout=120).output_dir
+    lists = read_lists(sorted(out.glob("neighbors_*.txt")))
+    assert sorted(lists) == list(range(1, 1683))  # raw MovieLens ids
+    full = brute_sparse(ratings, "jaccard", 0.05, 2)
+    for item, (ids, sims) in lists.items():
+        ref_ids, ref_sims = brute_topk(full[item - 1], 20)
+        assert ids == (ref_ids + 1).tolist(), item
+        assert sims == ref_sims.tolist(), item
