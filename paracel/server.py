@@ -12,6 +12,8 @@ from paracel.waiting import Backoff
 from paracel.wire import TAG_REPLY, TAG_REQUEST, KeyBatch, PendingSend, Receiver, ValueBatch
 
 Reply = tuple[dict[str, Any], list[np.ndarray]]
+#: Operations that leave the table unchanged (their replies may still be in flight).
+READ_ONLY = frozenset({"pull", "contains", "items", "topk", "flush"})
 
 
 class ServerState:
@@ -110,11 +112,15 @@ def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
     while len(state.finished) < nworkers or sending:
         sending = [s for s in sending if not s.done()]
         if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
-            backoff.pause()
+            if not sending:  # a large reply in flight needs this rank's progress: no sleeping
+                backoff.pause()
             continue
         backoff.reset()
         source = status.Get_source()
         header = receiver.header(status)
+        if header.get("op") not in READ_ONLY:
+            while sending:  # replies may be views of table rows: finish them before any change
+                sending = [s for s in sending if not s.done()]
         reply = state.handle(source, header, receiver.payload(source, header, reuse=True))
         if reply is not None:
             sending.append(PendingSend(comm, source, TAG_REPLY, *reply))

@@ -103,7 +103,10 @@ class Table:
 
     # -- operations
     def read(self, keys: KeyBatch) -> ValueBatch:
-        """The values of ``keys``; raises ``RemoteKeyError`` naming any absent key."""
+        """The values of ``keys``; raises ``RemoteKeyError`` naming any absent key.
+
+        A single key's value is a view of the table: valid until the table next changes.
+        """
         slots = self._lookup(keys)
         missing = slots < 0
         if missing.any():
@@ -112,6 +115,9 @@ class Table:
         bids = slots >> ROW_BITS
         if len(slots) and (bids == bids[0]).all():
             block = self.blocks[int(bids[0])]
+            if len(slots) == 1:  # a view, not a copy: one key may hold a large array
+                row = int(slots[0]) & ROW_MASK
+                return ValueBatch(dense=block.data[row:row + 1], py=block.py)
             return ValueBatch(dense=block.data[slots & ROW_MASK], py=block.py)
         return ValueBatch(ragged=[self._value_at(s) for s in slots.tolist()])
 

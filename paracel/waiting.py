@@ -5,17 +5,23 @@ the machine has cores, so every wait in paracel polls with ``Iprobe``/``Test`` i
 """
 from __future__ import annotations
 
+import os
 import time
 
 from mpi4py import MPI
 
-SPIN_SECONDS = 50e-6
-FIRST_SLEEP = 20e-6
+SPIN_SECONDS = 2e-3
+FIRST_SLEEP = 50e-6
 MAX_SLEEP = 1e-3
 
 
 class Backoff:
-    """Call ``pause()`` after each unsuccessful poll; ``reset()`` once something arrived."""
+    """Call ``pause()`` after each unsuccessful poll; ``reset()`` once something arrived.
+
+    For ``spin`` seconds a pause only yields the core (a reply usually comes within that, and
+    a yield costs nothing when no other rank wants the core); then it sleeps, doubling the
+    sleep up to ``max_sleep``.
+    """
 
     def __init__(self, spin: float = SPIN_SECONDS, max_sleep: float = MAX_SLEEP) -> None:
         self.spin = spin
@@ -28,6 +34,7 @@ class Backoff:
 
     def pause(self) -> None:
         if time.perf_counter() - self._since < self.spin:
+            os.sched_yield()
             return
         time.sleep(self._sleep)
         self._sleep = min(2 * self._sleep, self.max_sleep)

@@ -35,7 +35,7 @@ def locate(chunk: Chunk, index: int) -> str:
 
 
 def bad_line(chunk: Chunk, index: int, reason: str) -> str:
-    text = chunk.data.split(b"\n", index + 1)[index][:200]
+    text = bytes(chunk.data).split(b"\n", index + 1)[index][:200]
     return f"{locate(chunk, index)}: {reason}: {text!r}"
 
 
@@ -122,11 +122,15 @@ class FvecFormat(TableFormat):
 
     def parse(self, chunk: Chunk, skip_bad: bool):
         if self.dim is None:
-            for line in chunk.data.split(b"\n"):
-                fields = line.replace(b",", b" ").split()
+            data, start = bytes(chunk.data), 0
+            while start < len(data):
+                end = data.find(b"\n", start)
+                end = len(data) if end < 0 else end
+                fields = data[start:end].replace(b",", b" ").split()
                 if fields:
                     self._set_dim(len(fields) - 1)
                     break
+                start = end + 1
         return super().parse(chunk, skip_bad)
 
     def _columns(self, ints: np.ndarray, floats: np.ndarray) -> dict[str, np.ndarray]:
@@ -161,7 +165,7 @@ class LibsvmFormat:
         return (y, indptr, indices, values, max_ix), skipped, message
 
     def _too_wide(self, chunk: Chunk) -> str:
-        for i, line in enumerate(chunk.data.split(b"\n")):
+        for i, line in enumerate(bytes(chunk.data).split(b"\n")):
             heads = [item.split(b":")[0] for item in line.split(b"#")[0].split()[1:]]
             if any(h.isdigit() and int(h) > self.n_features for h in heads):
                 return bad_line(chunk, i, f"feature index beyond n_features={self.n_features}")
@@ -191,7 +195,8 @@ class LinesFormat:
 
     def decode(self, chunk: Chunk, skip_bad: bool) -> tuple[list[str], list[int], int, str | None]:
         """The chunk's lines, their indices in the chunk, the count skipped and the first error."""
-        data = chunk.data[:-1] if chunk.data.endswith(b"\n") else chunk.data
+        data = bytes(chunk.data)
+        data = data[:-1] if data.endswith(b"\n") else data
         try:
             text = data.decode("utf-8")
             if "\r" in text:  # CRLF endings, and a last line ending in a bare CR

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from .inputs import InputFile, gunzip_pieces, gzip_size_hint
 
-DEFAULT_BLOCK = 32 << 20
+DEFAULT_BLOCK = 64 << 20
 _EXTEND = 1 << 16
 
 
@@ -34,7 +34,7 @@ class Piece:
 class Chunk:
     """Whole lines of one file: ``data`` starts at (decompressed) byte ``offset`` of ``path``."""
 
-    data: bytes
+    data: bytes | memoryview
     path: str
     gz: bool
     offset: int
@@ -85,8 +85,15 @@ def _plain_chunks(piece: Piece, block: int) -> Iterator[Chunk]:
             data = f.read(min(block, end - pos))
             if not data:
                 return
-            if data[-1:] != b"\n":
-                data += _rest_of_line(f)
+            if data[-1] != 10:
+                cut = data.rfind(b"\n") + 1
+                if cut and pos + len(data) < piece.file.size:
+                    # Whole lines only, without copying the block; the cut-off tail is read
+                    # again as the start of the next block.
+                    data = memoryview(data)[:cut]
+                else:
+                    f.seek(pos + len(data))
+                    data += _rest_of_line(f)
             yield Chunk(data, path, False, pos)
             pos += len(data)
 
