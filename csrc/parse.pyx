@@ -12,7 +12,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport strtod
-from libc.string cimport memchr
+from libc.string cimport memchr, memcpy
 
 cnp.import_array()
 
@@ -60,7 +60,7 @@ cdef inline Py_ssize_t scan_int(const char* s, Py_ssize_t a, Py_ssize_t q,
     return p
 
 
-cdef inline Py_ssize_t scan_float(const char* s, Py_ssize_t a, Py_ssize_t q,
+cdef inline Py_ssize_t scan_float(const char* s, Py_ssize_t a, Py_ssize_t q, Py_ssize_t n,
                                   const unsigned char* sep, double* out) noexcept nogil:
     """Parse the number token at s[a:] as a double; returns the index just past it, or -1.
     Plain integers of <= 15 digits are exact without strtod."""
@@ -69,6 +69,7 @@ cdef inline Py_ssize_t scan_float(const char* s, Py_ssize_t a, Py_ssize_t q,
     cdef long long v = 0
     cdef unsigned char c
     cdef char* endp
+    cdef char tail[64]
     if p < q and (s[p] == 45 or s[p] == 43):
         neg = s[p] == 45
         p += 1
@@ -84,14 +85,23 @@ cdef inline Py_ssize_t scan_float(const char* s, Py_ssize_t a, Py_ssize_t q,
         return p
     if a >= q or is_blank(<unsigned char>s[a]):
         return -1  # strtod would skip leading blanks; a field never starts with one
-    out[0] = strtod(s + a, &endp)
-    p = endp - s
+    if q == n:
+        # The token ends the buffer (a last line without LF): strtod needs a terminator.
+        if q - a >= 64:
+            return -1
+        memcpy(tail, s + a, q - a)
+        tail[q - a] = 0
+        out[0] = strtod(tail, &endp)
+        p = a + (endp - tail)
+    else:
+        out[0] = strtod(s + a, &endp)
+        p = endp - s
     if p == a or p > q or (p < q and not sep[<unsigned char>s[p]]):
         return -1
     return p
 
 
-def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collapse,
+def parse_table(const unsigned char[::1] data, bytes kinds, int n_required, bytes seps, bint collapse,
                 int comment, bint skip_bad, int64_t int_fill, double float_fill):
     """Parse delimited numeric lines into int64 and float64 columns.
 
@@ -105,8 +115,10 @@ def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collap
     field_index)`` of the first malformed line (with ``skip_bad`` such lines are dropped and
     counted, and ``error`` is the first of them).
     """
-    cdef const char* s = data
-    cdef Py_ssize_t n = len(data)
+    cdef Py_ssize_t n = data.shape[0]
+    cdef const char* s = NULL
+    if n:
+        s = <const char*>&data[0]
     cdef int ncols = len(kinds)
     cdef const char* kd = kinds
     cdef int ni = 0, nf = 0, k
@@ -120,7 +132,7 @@ def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collap
         sepmap[k] = 0
     for k in range(len(seps)):
         sepmap[<unsigned char>seps[k]] = 1
-    cdef Py_ssize_t m = count_lines(s, n)
+    cdef Py_ssize_t m = count_byte(s, n, 10) + 1
     ints = np.empty((ni, m), dtype=np.int64)
     floats = np.empty((nf, m), dtype=np.float64)
     cdef int64_t* iv = <int64_t*>cnp.PyArray_DATA(ints)
@@ -160,7 +172,7 @@ def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collap
                         code = E_EMPTY if (a == q or sepmap[<unsigned char>s[a]]) else E_INT
                         break
                 elif kd[col] == 102:
-                    p = scan_float(s, a, q, sepmap, fv + ff * m + row)
+                    p = scan_float(s, a, q, n, sepmap, fv + ff * m + row)
                     ff += 1
                     if p < 0:
                         code = E_EMPTY if (a == q or sepmap[<unsigned char>s[a]]) else E_FLOAT
@@ -208,12 +220,12 @@ def parse_table(bytes data, bytes kinds, int n_required, bytes seps, bint collap
     return ints[:, :row], floats[:, :row], skipped, error
 
 
-cdef Py_ssize_t count_lines(const char* s, Py_ssize_t n) noexcept nogil:
-    """Upper bound on the lines of s[:n]: its LF count + 1."""
-    cdef Py_ssize_t count = 1, p = 0
+cdef Py_ssize_t count_byte(const char* s, Py_ssize_t n, int byte) noexcept nogil:
+    """How many times ``byte`` occurs in s[:n]."""
+    cdef Py_ssize_t count = 0, p = 0
     cdef const void* hit
     while p < n:
-        hit = memchr(s + p, 10, n - p)
+        hit = memchr(s + p, byte, n - p)
         if hit == NULL:
             break
         count += 1
@@ -221,17 +233,19 @@ cdef Py_ssize_t count_lines(const char* s, Py_ssize_t n) noexcept nogil:
     return count
 
 
-def parse_libsvm(bytes data, bint skip_bad):
+def parse_libsvm(const unsigned char[::1] data, bint skip_bad):
     """Parse LIBSVM lines ``label idx:val ...`` (1-based idx; ``#`` starts a comment).
 
     Returns ``(labels (n,) float64, indptr (n+1,) int64, indices (nnz,) int32 0-based,
     values (nnz,) float64, max_index (int, 0-based, -1 if none), skipped, error)``, with
     ``error`` as in :func:`parse_table` (``field_index`` is the item's position on its line).
     """
-    cdef const char* s = data
-    cdef Py_ssize_t n = len(data)
-    cdef Py_ssize_t max_rows = data.count(b"\n") + 1
-    cdef Py_ssize_t max_nnz = data.count(b":")
+    cdef Py_ssize_t n = data.shape[0]
+    cdef const char* s = NULL
+    if n:
+        s = <const char*>&data[0]
+    cdef Py_ssize_t max_rows = count_byte(s, n, 10) + 1
+    cdef Py_ssize_t max_nnz = count_byte(s, n, 58)
     labels = np.empty(max_rows, dtype=np.float64)
     indptr = np.zeros(max_rows + 1, dtype=np.int64)
     indices = np.empty(max_nnz, dtype=np.int32)
@@ -267,7 +281,7 @@ def parse_libsvm(bytes data, bint skip_bad):
                 p = e + 1
                 line += 1
                 continue
-            p = scan_float(s, a, q, blank, &lab[row])
+            p = scan_float(s, a, q, n, blank, &lab[row])
             code = E_FLOAT if p < 0 else 0
             row_start = nnz
             row_max = max_ix
@@ -288,7 +302,7 @@ def parse_libsvm(bytes data, bint skip_bad):
                 if ix < 1 or ix > 2147483647:
                     code = E_INDEX
                     break
-                p = scan_float(s, p + 1, q, blank, &val[nnz])
+                p = scan_float(s, p + 1, q, n, blank, &val[nnz])
                 if p < 0:
                     code = E_FLOAT
                     break

@@ -68,10 +68,10 @@ def test_edges_crlf_comments_and_docword_header() -> None:
 def test_float_fields_are_correctly_rounded(tmp_path: Path) -> None:
     rng = random.Random(3)
     nums = ([rng.uniform(-1e6, 1e6) for _ in range(300)] + [rng.random() * 10 ** rng.randint(-300, 300)
-            for _ in range(300)] + [0.1, -0.0, 1e-320, 123456789012345678])
+            for _ in range(300)] + [0.1, -0.0, 1e-320, 123456789012345678, 2.5e-7])
     texts = [repr(x) if i % 3 else f"{x:.17g}" for i, x in enumerate(nums)]
     p = tmp_path / "f.csv"
-    p.write_text("".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+    p.write_text("\n".join(f"{i},{t}" for i, t in enumerate(texts)))  # no final LF
     got = L.load(p, comm=COMM, fmt="csv", columns=["id:int", "x:float"])
     assert np.array_equal(got["id"], np.arange(len(texts)))
     assert got["x"].tolist() == [float(t) for t in texts]

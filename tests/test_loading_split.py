@@ -17,8 +17,9 @@ def shard_lines(pattern, rank: int, size: int, block: int, header: int = 0) -> l
     files = describe(resolve(pattern), header)
     out = []
     for chunk in chunks(assign(files, rank, size), block):
-        assert chunk.data, "a chunk is never empty"
-        body = chunk.data[:-1] if chunk.data.endswith(b"\n") else chunk.data
+        data = bytes(chunk.data)
+        assert data, "a chunk is never empty"
+        body = data[:-1] if data.endswith(b"\n") else data
         out.extend(body.split(b"\n"))
     return out
 
