@@ -70,6 +70,33 @@ class paralg:  # noqa: N801 - the name users know from Paracel
         """The job's output folder (exists)."""
         return self._ctx.output_dir
 
+    # -- data (paracel.loading; each is collective over the workers)
+    def paracel_load(self, pattern: Any, **options: Any) -> Any:
+        """This worker's share of the files in ``pattern``, parsed; see ``paracel.loading.load``."""
+        from paracel.loading import load
+        return load(pattern, comm=self.worker_comm, **options)
+
+    def paracel_load_as_graph(self, pattern: Any, **options: Any) -> Any:
+        """A graph shard (out/in adjacency); see ``paracel.loading.load_as_graph``."""
+        from paracel.loading import load_as_graph
+        return load_as_graph(pattern, comm=self.worker_comm, **options)
+
+    def paracel_load_as_matrix(self, pattern: Any, **options: Any) -> Any:
+        """A matrix shard with row/column id maps; see ``paracel.loading.load_as_matrix``."""
+        from paracel.loading import load_as_matrix
+        return load_as_matrix(pattern, comm=self.worker_comm, **options)
+
+    def paracel_loadall(self, pattern: Any, **options: Any) -> Any:
+        """Every file in ``pattern`` on every worker; see ``paracel.loading.loadall``."""
+        from paracel.loading import loadall
+        return loadall(pattern, comm=self.worker_comm, **options)
+
+    def paracel_sequential_loadall(self, pattern: Any, callback: Any, **options: Any) -> Any:
+        """Stream all files through ``callback`` block by block; see
+        ``paracel.loading.sequential_loadall``."""
+        from paracel.loading import sequential_loadall
+        return sequential_loadall(pattern, callback, comm=self.worker_comm, **options)
+
     # -- parameters
     def paracel_read(self, key: Key) -> Any:
         """The value of ``key`` as stored (same type, dtype and shape); raises ``KeyError``."""
