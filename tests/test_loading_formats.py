@@ -63,6 +63,7 @@ def test_edges_crlf_comments_and_docword_header() -> None:
     kos = L.load(DATA / "uci-bow-kos" / "docword.kos.txt", comm=COMM, fmt="docword")
     assert len(kos) == 353_160 and kos["count"].sum() == 467_714
     assert kos["doc"].max() == 3430 and kos["word"].max() <= 6906
+    assert kos.info.meta == {"n_docs": 3430, "n_words": 6906, "nnz": 353_160}
 
 
 def test_float_fields_are_correctly_rounded(tmp_path: Path) -> None:

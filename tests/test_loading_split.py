@@ -70,6 +70,17 @@ def test_every_line_once_in_order(awkward_files: list[Path], block: int) -> None
         assert got == want, f"W={size} block={block}"
 
 
+@pytest.mark.parametrize("gz", [False, True])
+def test_boundaries_on_line_starts(tmp_path: Path, gz: bool) -> None:
+    # Two-byte lines put a line start at every other byte, so many range ends hit one exactly.
+    text = b"".join(b"%d\n" % (i % 10) for i in range(997))
+    p = tmp_path / ("short.txt.gz" if gz else "short.txt")
+    p.write_bytes(gzip.compress(text) if gz else text)
+    for size in range(1, 13):
+        got = [line for r in range(size) for line in shard_lines(p, r, size, 64)]
+        assert got == text.split(b"\n")[:-1], f"W={size}"
+
+
 def test_header_lines_skipped_per_file(awkward_files: list[Path]) -> None:
     want = expected_lines(awkward_files, header=2)
     for size in (1, 3, 5):

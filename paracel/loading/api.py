@@ -85,7 +85,9 @@ def sequential_loadall(pattern: Pattern, callback: Callable[[Result], Any], *,
     info = LoadInfo(meta={"blocks": 0, "records": 0})
     error, stream = None, iter(())
     try:
-        stream = chunks(whole(_files(pattern, form)), block_bytes)
+        files = _files(pattern, form)
+        info.meta.update(_header_meta(form, files))
+        stream = chunks(whole(files), block_bytes)
     except Exception as exc:  # noqa: BLE001 - agreed on below, then re-raised
         error = exc
     agree(comm, error)
@@ -124,14 +126,19 @@ def _files(pattern: Pattern, form) -> list[InputFile]:
     return describe(resolve(pattern), form.header)
 
 
+def _header_meta(form, files: list[InputFile]) -> dict[str, Any]:
+    return form.header_meta(files) if hasattr(form, "header_meta") else {}
+
+
 def _read_all(pattern: Pattern, form, comm: MPI.Intracomm,
               pieces_of: Callable[[list[InputFile]], list[Piece]], on_error: str,
               block_bytes: int) -> Result:
     skip = on_error == "skip"
     info, result, error = LoadInfo(), None, None
     try:
-        parts = []
-        for chunk in chunks(pieces_of(_files(pattern, form)), block_bytes):
+        parts, files = [], _files(pattern, form)
+        info.meta.update(_header_meta(form, files))
+        for chunk in chunks(pieces_of(files), block_bytes):
             part, n, first = form.parse(chunk, skip)
             parts.append(part)
             info.skipped += n

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from paracel._ext.parse import parse_libsvm, parse_table
 
 from .errors import LineError, LoadError
-from .inputs import file_label, line_number
+from .inputs import InputFile, file_label, line_number, open_stream
 from .records import Lines, Records, SparseRows, Table
 from .split import Chunk
 
@@ -57,7 +57,8 @@ class TableFormat:
     def __init__(self, name: str, layout: Sequence[tuple[str, str]], *, required: int | None = None,
                  seps: bytes = WHITESPACE, collapse: bool = True, comment: bytes | None = None,
                  header: int = 0, int_fill: int = -1, float_fill: float = 1.0,
-                 keys: tuple[str | None, str | None, str | None] = (None, None, None)) -> None:
+                 keys: tuple[str | None, str | None, str | None] = (None, None, None),
+                 header_names: tuple[str, ...] = ()) -> None:
         self.name, self.layout = name, list(layout)
         self.kinds = "".join(k for _, k in self.layout)
         self.required = len(self.layout) if required is None else required
@@ -65,6 +66,22 @@ class TableFormat:
         self.comment = -1 if comment is None else comment[0]
         self.int_fill, self.float_fill = int_fill, float_fill
         self.keys = keys
+        self.header_names = header_names
+
+    def header_meta(self, files: list[InputFile]) -> dict[str, int]:
+        """The integer header lines of the first file, by name (docword: n_docs, n_words, nnz)."""
+        if not self.header_names or not files:
+            return {}
+        with open_stream(files[0].path, files[0].gz) as f:
+            lines = [f.readline() for _ in self.header_names]
+        meta = {}
+        for i, (name, line) in enumerate(zip(self.header_names, lines)):
+            try:
+                meta[name] = int(line)
+            except ValueError:
+                raise LoadError(f"{file_label(files[0].path)}:{i + 1}: header line {name!r} is "
+                                f"not an integer: {line[:200]!r}") from None
+        return meta
 
     def parse(self, chunk: Chunk, skip_bad: bool):
         ints, floats, skipped, err = parse_table(
@@ -304,8 +321,8 @@ def make_format(fmt: str | Callable, *, columns: Sequence | None = None, header:
                            keys=("src", "dst", "weight"))
     if fmt == "docword":
         return TableFormat("docword", [("doc", "i"), ("word", "i"), ("count", "i")],
-                           header=3 if not header else header, comment=com,
-                           keys=("doc", "word", "count"))
+                           header=3, comment=com, keys=("doc", "word", "count"),
+                           header_names=("n_docs", "n_words", "nnz"))
     seps = {"csv": b",", "tsv": b"\t", "whitespace": WHITESPACE}
     if fmt in seps:
         if columns is None:
