@@ -12,7 +12,7 @@ import pytest
 
 from paracel import launch
 
-WORKERS, ROUNDS, DELAY = 3, 8, 0.08
+WORKERS, ROUNDS, DELAY = 3, 10, 0.08
 
 
 def probe(tmp_path, staleness):
@@ -41,7 +41,7 @@ def test_bounded_staleness_rules(tmp_path, staleness):
                     assert entry["t"] >= logs[q][c - staleness - 1]["committing"], (p, q, c)
     # the slow worker really held the others back: a fast one finished with it, not long before
     fast_end, slow_end = logs[1][-1]["t"], logs[0][-1]["t"]
-    assert slow_end - fast_end < (staleness + 1.5) * DELAY
+    assert slow_end - fast_end < (staleness + 3) * DELAY  # unbounded: ~(ROUNDS - 1) * DELAY
 
 
 def test_asynchronous_never_blocks(tmp_path):

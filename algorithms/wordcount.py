@@ -1,0 +1,56 @@
+"""Word count with top-k: Paracel's hello world, and the README's default job."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+
+from paracel import paralg
+
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
+def count_words(lines: list[str], min_length: int = 1) -> Counter:
+    """Lower-cased words (letters and inner apostrophes) of ``lines`` and their counts."""
+    counts = Counter(w for line in lines for w in WORD.findall(line.lower()))
+    if min_length > 1:
+        counts = Counter({w: c for w, c in counts.items() if len(w) >= min_length})
+    return counts
+
+
+class WordCount(paralg):
+    """Counts the words of text files across the workers and reports the most frequent.
+
+    Each worker counts the words of its share of the lines and adds its counts to the
+    parameter server in one batched update; after a barrier, worker 0 reads the top ``topk``
+    words and every count, and writes them to ``wordcount.txt`` (``word<TAB>count``, most
+    frequent first) and ``topk.txt`` in the output folder.
+    """
+
+    def __init__(self, input: str, topk: int = 10, min_length: int = 1):
+        self.input = input
+        self.topk = topk
+        self.min_length = min_length
+
+    def solve(self) -> None:
+        lines = self.paracel_load(self.input, fmt="lines").lines
+        counts = count_words(lines, self.min_length)
+        if counts:
+            self.paracel_bupdate_multi(list(counts), np.fromiter(counts.values(), dtype=np.int64, count=len(counts)))
+        self.set_total_iters(1)
+        self.iter_commit()
+        self.sync()
+        self.log_metrics(1, lines=len(lines), words=int(sum(counts.values())), distinct=len(counts))
+        if self.get_worker_id() != 0:
+            return
+        top = self.paracel_read_topk(self.topk)
+        everything = sorted(self.paracel_readall().items(), key=lambda kv: (-kv[1], kv[0]))
+        with open(self.output_dir / "wordcount.txt", "w", encoding="utf-8") as out:
+            out.writelines(f"{word}\t{count}\n" for word, count in everything)
+        with open(self.output_dir / "topk.txt", "w", encoding="utf-8") as out:
+            out.writelines(f"{word}\t{count}\n" for word, count in top)
+        total = sum(count for _, count in everything)
+        print(f"[wordcount] {total} words, {len(everything)} distinct; top {self.topk}:", flush=True)
+        for rank, (word, count) in enumerate(top, 1):
+            print(f"[wordcount] {rank:3d}. {word:<12s} {count}", flush=True)
