@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from mpi4py import MPI
 
 from .errors import LoadError, agree
-from .formats import FvecFormat, LibsvmFormat, make_format
+from .formats import Format, FvecFormat, LibsvmFormat, make_format
 from .inputs import InputFile, Pattern, describe, resolve
 from .records import LoadInfo, Lines, Records, SparseRows, Table
 from .shuffle import shuffle_table
@@ -116,21 +116,21 @@ def sequential_loadall(pattern: Pattern, callback: Callable[[Result], Any], *,
     return info
 
 
-def _format(fmt: str | Callable, on_error: str, options: dict[str, Any]):
+def _format(fmt: str | Callable, on_error: str, options: dict[str, Any]) -> Format:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     return make_format(fmt, **options)
 
 
-def _files(pattern: Pattern, form) -> list[InputFile]:
+def _files(pattern: Pattern, form: Format) -> list[InputFile]:
     return describe(resolve(pattern), form.header)
 
 
-def _header_meta(form, files: list[InputFile]) -> dict[str, Any]:
+def _header_meta(form: Format, files: list[InputFile]) -> dict[str, Any]:
     return form.header_meta(files) if hasattr(form, "header_meta") else {}
 
 
-def _read_all(pattern: Pattern, form, comm: MPI.Intracomm,
+def _read_all(pattern: Pattern, form: Format, comm: MPI.Intracomm,
               pieces_of: Callable[[list[InputFile]], list[Piece]], on_error: str,
               block_bytes: int) -> Result:
     skip = on_error == "skip"
@@ -162,7 +162,7 @@ def _report(info: LoadInfo, comm: MPI.Intracomm, every_worker_reads_all: bool) -
                       stacklevel=3)
 
 
-def _agree_shape(result: Result, form, comm: MPI.Intracomm) -> None:
+def _agree_shape(result: Result, form: Format, comm: MPI.Intracomm) -> None:
     """Collective: the same feature count (libsvm) or vector length (fvec) on every worker."""
     if isinstance(form, LibsvmFormat) and form.n_features is None:
         X = result.X

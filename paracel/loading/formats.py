@@ -7,7 +7,7 @@ of each file), ``parse(chunk, skip_bad) -> (part, skipped, first_error)`` and
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,6 +27,19 @@ _KINDS = {"int": "i", "int64": "i", "i": "i", "float": "f", "float64": "f", "f":
 WHITESPACE = b" \t"
 
 Parser = Union[Callable[[list[str]], Any], str]
+
+
+class Format(Protocol):
+    """What a loader needs of a format (built-ins below; users pass a parser instead)."""
+
+    header: int  # lines to skip at the top of each file
+
+    def parse(self, chunk: Chunk, skip_bad: bool) -> tuple[Any, int, str | None]:
+        """(part, lines skipped, first skipped line as 'file:line: reason' or None);
+        raises LoadError naming file and line unless ``skip_bad``."""
+
+    def combine(self, parts: list) -> Any:
+        """One result from the parts of consecutive chunks, in order."""
 
 
 def locate(chunk: Chunk, index: int) -> str:
@@ -300,7 +313,7 @@ def parse_layout(columns: Sequence) -> list[tuple[str, str]]:
 
 def make_format(fmt: str | Callable, *, columns: Sequence | None = None, header: int = 0,
                 comment: str | None = None, n_features: int | None = None,
-                dim: int | None = None, delimiter: str | None = None):
+                dim: int | None = None, delimiter: str | None = None) -> Format:
     """The format object for ``fmt`` (a name below, or a user parser); raises ValueError."""
     com = None if comment is None else comment.encode()
     if callable(fmt) or (isinstance(fmt, str) and ":" in fmt):
