@@ -63,7 +63,25 @@ class ServerState:
         values = self.table.read(keys)
         return values.header(), values.buffers()
 
+    def landing(self, header: dict[str, Any]) -> Callable[[int, list[np.ndarray]], np.ndarray | None] | None:
+        """For a one-key push whose key holds a value of the same dtype and shape: receive the
+        new value straight into the table row (saves a copy of what may be a large array)."""
+        if header.get("op") != "push" or header.get("n") != 1 or "vd" not in header:
+            return None
+        value_index = 1 if header["kk"] == "i" else 2
+
+        def target(index: int, received: list[np.ndarray]) -> np.ndarray | None:
+            if index != value_index:
+                return None
+            keys, _ = self._keys(header, received)
+            row = self.table.row_bytes(keys, header["vd"], header["vs"], header["vp"])
+            header["in_place"] = row is not None
+            return row
+        return target
+
     def push(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+        if header.get("in_place"):
+            return {}, []
         keys, rest = self._keys(header, buffers)
         self.table.write(keys, ValueBatch.from_wire(header, rest, len(keys)))
         return {}, []
@@ -121,7 +139,8 @@ def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
         if header.get("op") not in READ_ONLY:
             while sending:  # replies may be views of table rows: finish them before any change
                 sending = [s for s in sending if not s.done()]
-        reply = state.handle(source, header, receiver.payload(source, header, reuse=True))
+        payload = receiver.payload(source, header, reuse=True, landing=state.landing(header))
+        reply = state.handle(source, header, payload)
         if reply is not None:
             sending.append(PendingSend(comm, source, TAG_REPLY, *reply))
     return state

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.lib.format import descr_to_dtype
 
 from paracel._ext.keyindex import KeyIndex
 from paracel.errors import RemoteKeyError
@@ -124,6 +125,17 @@ class Table:
     def _value_at(self, slot: int) -> tuple[np.ndarray, int]:
         block = self.blocks[slot >> ROW_BITS]
         return block.data[slot & ROW_MASK].copy(), block.py
+
+    def row_bytes(self, keys: KeyBatch, descr: Any, shape: list[int], py: int) -> np.ndarray | None:
+        """The bytes of the one key's row if it already holds a value of this signature (so a
+        new value can be received straight into the table), else None."""
+        slot = int(self._lookup(keys)[0])
+        if slot < 0:
+            return None
+        dtype = descr_to_dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
+        if (slot >> ROW_BITS) != self._block_id(dtype, tuple(shape), py):
+            return None
+        return self.blocks[slot >> ROW_BITS].data[slot & ROW_MASK].reshape(-1).view(np.uint8)
 
     def write(self, keys: KeyBatch, values: ValueBatch) -> None:
         """Store ``values`` under ``keys`` (the last wins where a key repeats)."""

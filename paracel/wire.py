@@ -13,7 +13,7 @@ their bytes concatenated in one buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import msgpack
 import numpy as np
@@ -275,15 +275,20 @@ class Receiver:
         self.comm.Recv([self._header_buf, count, MPI.BYTE], status.Get_source(), status.Get_tag())
         return msgpack.unpackb(memoryview(self._header_buf)[:count], strict_map_key=False)
 
-    def payload(self, source: int, header: dict[str, Any], reuse: bool) -> list[np.ndarray]:
+    def payload(self, source: int, header: dict[str, Any], reuse: bool,
+                landing: Callable[[int, list[np.ndarray]], np.ndarray | None] | None = None) -> list[np.ndarray]:
         """Receive the payload buffers announced by ``header`` as uint8 arrays.
 
         With ``reuse`` they land in this receiver's pool and are valid until its next call;
-        otherwise each is freshly allocated (safe to hand to the user).
+        otherwise each is freshly allocated (safe to hand to the user). ``landing(i, received)``
+        may name where buffer ``i`` should land instead (a uint8 array of its exact size).
         """
-        out = []
+        out: list[np.ndarray] = []
         for i, nbytes in enumerate(header["nb"]):
-            if reuse:
+            buf = landing(i, out) if landing is not None else None
+            if buf is not None and buf.nbytes == nbytes:
+                pass
+            elif reuse:
                 if i == len(self._pool):
                     self._pool.append(np.empty(0, np.uint8))
                 if self._pool[i].nbytes < nbytes:

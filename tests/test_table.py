@@ -123,3 +123,30 @@ def test_clock_releases_within_the_bound():
     assert clock.tick(0) == [(0, {"ok": True, "min": 3})]  # a finished worker holds nobody back
     bsp, asp = ClockState(2, 0), ClockState(2, None)
     assert bsp.tick(0) == [] and len(asp.tick(0)) == 1
+
+
+def receive(state, header, buffers):
+    """Deliver a request the way the server loop does, landing buffers where it asks."""
+    landing = state.landing(header)
+    received = []
+    for i, buf in enumerate(buffers):
+        target = landing(i, received) if landing else None
+        if target is not None:
+            assert target.nbytes == buf.nbytes
+            target[:] = buf
+            buf = target
+        received.append(buf)
+    return state.handle(0, header, received)
+
+
+def test_one_key_push_lands_in_the_table_row():
+    state = ServerState(nworkers=1)
+    for key in ("big", 42):
+        receive(state, *request("push", kb([key]), vb([np.zeros(1000)])))
+        header, buffers = request("push", kb([key]), vb([np.arange(1000.0)]))
+        assert receive(state, header, buffers)[0]["ok"] and header["in_place"]
+        assert np.array_equal(state.table.read(kb([key])).to_list()[0], np.arange(1000.0))
+        header, buffers = request("push", kb([key]), vb([np.ones(3, np.int32)]))  # new signature
+        receive(state, header, buffers)
+        assert not header["in_place"]
+        assert state.table.read(kb([key])).to_list()[0].tolist() == [1, 1, 1]
