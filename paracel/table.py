@@ -135,7 +135,8 @@ class Table:
         dtype = descr_to_dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
         if (slot >> ROW_BITS) != self._block_id(dtype, tuple(shape), py):
             return None
-        return self.blocks[slot >> ROW_BITS].data[slot & ROW_MASK].reshape(-1).view(np.uint8)
+        row = slot & ROW_MASK
+        return self.blocks[slot >> ROW_BITS].data[row:row + 1].reshape(-1).view(np.uint8)  # a view, also of 0-d rows
 
     def write(self, keys: KeyBatch, values: ValueBatch) -> None:
         """Store ``values`` under ``keys`` (the last wins where a key repeats)."""

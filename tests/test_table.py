@@ -150,3 +150,7 @@ def test_one_key_push_lands_in_the_table_row():
         receive(state, header, buffers)
         assert not header["in_place"]
         assert state.table.read(kb([key])).to_list()[0].tolist() == [1, 1, 1]
+    receive(state, *request("push", kb(["scalar"]), vb([1.0])))
+    header, buffers = request("push", kb(["scalar"]), vb([5.0]))
+    receive(state, header, buffers)
+    assert header["in_place"] and state.table.read(kb(["scalar"])).to_list() == [5.0]
