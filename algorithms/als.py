@@ -17,8 +17,9 @@ import numpy as np
 from paracel import paralg
 from paracel._ext import mf_kernels
 
-from .mf import (dump_rows, empty_shard, global_ids, global_mean, initial_rows, item_keys, load_shard,
-                 log_rounds, pull_rows, squared_error, user_keys, write_predictions, write_summary)
+from .mf import (dump_rows, empty_shard, global_ids, initial_rows, item_keys, load_shard,
+                 log_rounds, pull_rows, rating_scale, squared_error, user_keys,
+                 write_predictions, write_summary)
 
 
 def solve_rows(rows: np.ndarray, cols: np.ndarray, ratings: np.ndarray, other: np.ndarray,
@@ -58,7 +59,8 @@ class ALS(paralg):
         by_user = load_shard(self, self.train, by="user")
         by_item = load_shard(self, self.train, by="item")
         test = load_shard(self, self.test) if self.test else empty_shard()
-        mu = global_mean(comm, by_user.ratings)
+        scale = rating_scale(comm, by_user.ratings)
+        mu = scale.mean
         all_items = global_ids(comm, by_item.items)
         # Owned users include test-only ones: with no ratings they solve to the zero row.
         my_users = np.unique(np.concatenate([by_user.users, test.users]))
@@ -88,8 +90,8 @@ class ALS(paralg):
             self.paracel_write_multi(item_keys(my_items), V)
             self.sync()
             V_seen = pull_rows(self, seen_keys, width, on_server)
-            train_sse, _ = squared_error(u_rows, u_cols, by_user.ratings, U, V_seen, mu)
-            test_sse, pred = squared_error(test_u, test_i, test.ratings, U, V_seen, mu)
+            train_sse, _ = squared_error(u_rows, u_cols, by_user.ratings, U, V_seen, scale)
+            test_sse, pred = squared_error(test_u, test_i, test.ratings, U, V_seen, scale)
             local[rnd] = (train_sse, by_user.ratings.size, test_sse, test.ratings.size, time.perf_counter() - start)
         self.history = log_rounds(self, local)
         self.test_rmse = self.history[-1]["test_rmse"]

@@ -21,7 +21,6 @@ from paracel._ext import mf_kernels
 
 # Items and users share one key space on the servers; a user key never collides with an item.
 USER_KEY_BASE = 1 << 40
-RATING_RANGE = (1.0, 5.0)
 
 
 @dataclass
@@ -66,12 +65,23 @@ def global_ids(comm: MPI.Intracomm, local_ids: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(comm.allgather(np.unique(local_ids))).astype(np.int64))
 
 
-def global_mean(comm: MPI.Intracomm, ratings: np.ndarray) -> float:
-    """Mean rating over all workers' shards."""
+@dataclass(frozen=True)
+class RatingScale:
+    """The training ratings' global ``mean`` and range ``[lo, hi]`` (predictions are clipped to it)."""
+
+    mean: float
+    lo: float
+    hi: float
+
+
+def rating_scale(comm: MPI.Intracomm, ratings: np.ndarray) -> RatingScale:
+    """Collective: the mean and range of all workers' training ratings; raises ValueError
+    when no worker has any."""
     total, count = allreduce(comm, np.array([ratings.sum(), ratings.size]))
     if count == 0:
         raise ValueError("no training ratings on any worker")
-    return float(total / count)
+    lo, neg_hi = allreduce(comm, np.array([ratings.min(initial=np.inf), -ratings.max(initial=-np.inf)]), MPI.MIN)
+    return RatingScale(float(total / count), float(lo), float(-neg_hi))
 
 
 def initial_rows(all_ids: np.ndarray, ids: np.ndarray, rank: int, std: float, seed: int) -> np.ndarray:
@@ -97,10 +107,10 @@ def pull_rows(alg: paralg, keys: np.ndarray, width: int, on_server: np.ndarray) 
 
 
 def squared_error(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, U: np.ndarray,
-                  V: np.ndarray, mu: float) -> tuple[float, np.ndarray]:
+                  V: np.ndarray, scale: RatingScale) -> tuple[float, np.ndarray]:
     """(sum of squared errors, predictions clipped to the rating range) of ratings given as
     row indices (int32) into ``U`` and ``V``."""
-    pred = mf_kernels.predict(users, items, U, V, mu, *RATING_RANGE)
+    pred = mf_kernels.predict(users, items, U, V, scale.mean, scale.lo, scale.hi)
     return float(np.sum((pred - ratings) ** 2)), pred
 
 
@@ -180,7 +190,8 @@ class MF(paralg):
         width = self.rank + 1
         train = load_shard(self, self.train)
         test = load_shard(self, self.test) if self.test else empty_shard()
-        mu = global_mean(comm, train.ratings)
+        scale = rating_scale(comm, train.ratings)
+        mu = scale.mean
         all_users, all_items = global_ids(comm, train.users), global_ids(comm, train.items)
         # Every worker writes an interleaved share of the item rows, so the table is whole
         # before anyone pulls.
@@ -206,14 +217,14 @@ class MF(paralg):
             sse = mf_kernels.sgd_epoch(train_u, train_i, train.ratings, rng.permutation(train.ratings.size),
                                        U, V, mu, self.learning_rate * self.decay ** rnd, self.reg, self.reg_bias)
             self.paracel_bupdate_multi(keys[trained], (V - V0)[trained], fn="add")
-            test_sse, _ = squared_error(test_u, test_i, test.ratings, U, V, mu)
+            test_sse, _ = squared_error(test_u, test_i, test.ratings, U, V, scale)
             self.iter_commit()
             local[rnd] = (sse, train.ratings.size, test_sse, test.ratings.size, time.perf_counter() - start)
         self.history = log_rounds(self, local)
 
         self.sync()  # every round's deltas are applied before the final model is read
         V = pull_rows(self, keys, width, on_server)
-        test_sse, pred = squared_error(test_u, test_i, test.ratings, U, V, mu)
+        test_sse, pred = squared_error(test_u, test_i, test.ratings, U, V, scale)
         total = allreduce(comm, np.array([test_sse, test.ratings.size]))
         self.test_rmse = rmse_from_sums(total[0], total[1])
         write_summary(self, mu, self.test_rmse)
