@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from paracel import loading, paralg
+from paracel import paralg
 from paracel._ext import mf_kernels
 
 # Items and users share one key space on the servers; a user key never collides with an item.
@@ -43,7 +43,7 @@ def load_shard(alg: paralg, path: str, by: str = "user") -> Shard:
     (``by="user"``, Paracel's fmap) or of an item (``by="item"``, smap) is on one worker."""
     if by not in ("user", "item"):
         raise ValueError(f"by must be 'user' or 'item', not {by!r}")
-    table = loading.load(path, comm=alg.worker_comm, fmt="ratings", shuffle="fmap" if by == "user" else "smap")
+    table = alg.paracel_load(path, fmt="ratings", shuffle="fmap" if by == "user" else "smap")
     return Shard(table["user"], table["item"], table["rating"])
 
 
