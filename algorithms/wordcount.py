@@ -41,7 +41,8 @@ class WordCount(paralg):
         self.set_total_iters(1)
         self.iter_commit()
         self.sync()
-        self.log_metrics(1, lines=len(lines), words=int(sum(counts.values())), distinct=len(counts))
+        totals = self.worker_comm.allreduce(np.array([len(lines), sum(counts.values())], dtype=np.int64))
+        self.log_metrics(1, lines=int(totals[0]), words=int(totals[1]))
         if self.get_worker_id() != 0:
             return
         top = self.paracel_read_topk(self.topk)
