@@ -27,23 +27,25 @@ DATA = ROOT.parent / "shared" / "data" / "movielens-100k"
 from paracel import launch  # noqa: E402
 
 
-def surprise_svd(seed: int) -> tuple[float, float]:
-    """(fit seconds, test RMSE) of Surprise's default SVD on u1."""
+def surprise_svd(seed: int, repeats: int) -> tuple[float, float]:
+    """(median fit seconds, test RMSE) of Surprise's default SVD on u1."""
     from surprise import SVD, Dataset, Reader, accuracy
     from surprise.model_selection import PredefinedKFold
 
     reader = Reader(line_format="user item rating timestamp", sep="\t")
     data = Dataset.load_from_folds([(str(DATA / "u1.base"), str(DATA / "u1.test"))], reader)
     trainset, testset = next(PredefinedKFold().split(data))
-    algo = SVD(random_state=seed)
-    start = time.perf_counter()
-    algo.fit(trainset)
-    seconds = time.perf_counter() - start
-    return seconds, float(accuracy.rmse(algo.test(testset), verbose=False))
+    times = []
+    for _ in range(repeats):
+        algo = SVD(random_state=seed)
+        start = time.perf_counter()
+        algo.fit(trainset)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), float(accuracy.rmse(algo.test(testset), verbose=False))
 
 
 def paracel_mf(workers: int, staleness: int | None, target: float, rounds: int) -> dict[str, float]:
-    """Run configs/mf.json on u1; time to ``target``, job wall time and final RMSE."""
+    """Run configs/mf.json once on u1; time to ``target``, job wall time and final RMSE."""
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         launch(ROOT / "configs" / "mf.json", workers=workers, servers=1, staleness=staleness,
@@ -76,10 +78,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="SGD rounds per paracel run")
     parser.add_argument("--seed", type=int, default=0, help="Surprise's random_state")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row; medians are printed")
     parser.add_argument("--splits", action="store_true", help="also print MF and ALS test RMSE on u1..u5")
     args = parser.parse_args()
 
-    svd_seconds, target = surprise_svd(args.seed)
+    svd_seconds, target = surprise_svd(args.seed, args.repeats)
     print(f"MovieLens 100K u1.base -> u1.test; target = Surprise SVD test RMSE {target:.4f}\n")
     print(f"{'system':<28}{'to target (s)':>14}{'rounds':>8}{'train (s)':>11}{'job wall (s)':>14}"
           f"{'final RMSE':>12}{'speed-up':>10}")
@@ -87,12 +90,13 @@ def main() -> None:
           f"{'-':>14}{target:>12.4f}{'1.0x':>10}")
     for workers in (1, 2):
         for staleness in (0, 2, None):
-            r = paracel_mf(workers, staleness, target, args.rounds)
+            runs = [paracel_mf(workers, staleness, target, args.rounds) for _ in range(args.repeats)]
+            r = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
             name = f"paracel MF w={workers} s={'inf' if staleness is None else staleness}"
             speedup = svd_seconds / r["to_target"] if np.isfinite(r["to_target"]) else float("nan")
-            print(f"{name:<28}{r['to_target']:>14.3f}{r['rounds']:>8}{r['train']:>11.3f}"
+            print(f"{name:<28}{r['to_target']:>14.3f}{r['rounds']:>8.0f}{r['train']:>11.3f}"
                   f"{r['wall']:>14.2f}{r['rmse']:>12.4f}{speedup:>9.1f}x", flush=True)
-    print("\nto target: training time (slowest worker, after loading) until the first round at or"
+    print(f"\nmedians of {args.repeats} runs. to target: training time (slowest worker, after loading) until the first round at or"
           "\nbelow the target; speed-up = Surprise fit time / that. job wall includes MPI start-up,"
           "\nloading and writing outputs (Surprise's excludes its data loading).")
     if args.splits:
