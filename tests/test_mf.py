@@ -153,3 +153,26 @@ def test_mf_rejects_bad_parameters() -> None:
         MF(train="unused", rank=0)
     with pytest.raises(ValueError, match="decay"):
         MF(train="unused", decay=1.5)
+
+
+def test_mf_predicts_unseen_users_and_items_from_the_biases(tmp_path: Path) -> None:
+    """A test rating of a user or item absent from training gets mu (+ the known side's bias)."""
+    from paracel import launch
+
+    base = np.loadtxt(ML100K / "u1.base", dtype=np.int64)[:5000]
+    np.savetxt(tmp_path / "train.tsv", base, fmt="%d", delimiter="\t")
+    known_user, known_item = int(base[0, 0]), int(base[0, 1])
+    (tmp_path / "test.tsv").write_text(f"99999\t99999\t3\t0\n99999\t{known_item}\t4\t0\n{known_user}\t99998\t2\t0\n")
+    config = {"algorithm": "algorithms.mf:MF", "staleness": 0, "output": str(tmp_path / "out"),
+              "params": {"train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "test.tsv"), "rounds": 3}}
+    out = launch(config, workers=2, servers=1, timeout=120).output_dir
+    mu = summary(out)["global_mean"]
+    assert mu == pytest.approx(base[:, 2].mean())
+    pred = {(int(u), int(i)): p for u, i, _, p in read_predictions(out)}
+    items = {int(line.split("\t")[0]): np.array(line.split("\t")[1].split(","), float)
+             for line in (out / "item_factors_0.txt").read_text().splitlines()}
+    users = {int(line.split("\t")[0]): np.array(line.split("\t")[1].split(","), float)
+             for p in out.glob("user_factors_*.txt") for line in p.read_text().splitlines()}
+    assert pred[(99999, 99999)] == pytest.approx(mu, abs=1e-6)
+    assert pred[(99999, known_item)] == pytest.approx(mu + items[known_item][-1], abs=1e-5)
+    assert pred[(known_user, 99998)] == pytest.approx(mu + users[known_user][-1], abs=1e-5)
