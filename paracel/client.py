@@ -6,10 +6,10 @@ from typing import Any, Sequence
 import numpy as np
 from mpi4py import MPI
 
-from paracel.errors import RemoteKeyError, ServerError
+from paracel.errors import ParacelError, RemoteKeyError, ServerError
 from paracel.layout import Layout
 from paracel.ring import KeyRing
-from paracel.waiting import probe, wait
+from paracel.waiting import probe
 from paracel.wire import TAG_REPLY, TAG_REQUEST, Key, KeyBatch, Receiver, ValueBatch, send
 
 Keys = Sequence[Key] | np.ndarray
@@ -24,10 +24,8 @@ class ParamClient:
     enough for the bound (never under ASP, ``staleness=None``).
     """
 
-    def __init__(self, comm: MPI.Comm, workers: MPI.Comm, layout: Layout, staleness: int | None,
-                 cache: bool = True) -> None:
+    def __init__(self, comm: MPI.Comm, layout: Layout, staleness: int | None, cache: bool = True) -> None:
         self.comm = comm
-        self.workers = workers
         self.layout = layout
         self.staleness = staleness
         self.ring = KeyRing(layout.nservers)
@@ -171,21 +169,30 @@ class ParamClient:
             servers, self._unflushed = sorted(self._unflushed), set()
             self._call([(s, {"op": "flush"}, []) for s in servers])
 
+    def _ask_clock(self, op: str) -> None:
+        send(self.comm, self.layout.clock_rank, TAG_REQUEST, {"op": op})
+        probe(self.comm, self.layout.clock_rank, TAG_REPLY, self.status)
+        reply = self.receiver.header(self.status)
+        if not reply["ok"]:
+            raise ParacelError(reply["error"])
+        self.known_min = max(self.known_min, reply["min"])
+
     def commit(self) -> None:
         """End this worker's clock: flush, tick, and wait while too far ahead (SSP rule 2)."""
         self.flush()
-        send(self.comm, self.layout.clock_rank, TAG_REQUEST, {"op": "tick"})
         self.clock += 1
-        probe(self.comm, self.layout.clock_rank, TAG_REPLY, self.status)
-        self.known_min = self.receiver.header(self.status)["min"]
+        self._ask_clock("tick")
         if self._cache:
             fresh = self.clock - self.staleness
             self._cache = {k: e for k, e in self._cache.items() if e[1] >= fresh}
 
     def sync(self) -> None:
-        """Barrier of all workers, after which every worker's updates are visible to all."""
+        """Barrier of all workers, after which every worker's updates are visible to all.
+
+        Raises ``ParacelError`` if some worker has already returned from ``solve()``.
+        """
         self.flush()
-        wait(self.workers.Ibarrier())
+        self._ask_clock("sync")
         self._cache.clear()
 
     def finish(self) -> None:

@@ -1,4 +1,5 @@
-"""The clock rank: keeps every worker's clock and releases workers within the staleness bound."""
+"""The clock rank: keeps every worker's clock, releases workers within the staleness bound, and
+runs the barrier of ``sync()`` (so a worker that left early is an error, not a hang)."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,6 +24,7 @@ class ClockState:
         self.clocks = [0] * nworkers
         self.staleness = staleness
         self.waiting: list[int] = []
+        self.syncing: set[int] = set()
         self.max_gap = 0
 
     @property
@@ -37,9 +39,28 @@ class ClockState:
         return self._release()
 
     def finish(self, worker: int) -> list[tuple[int, dict[str, Any]]]:
-        """``worker`` returned from solve(); returns the replies now due."""
+        """``worker`` returned from solve(); returns the replies now due.
+
+        Workers waiting in ``sync()`` get an error: the barrier can no longer complete.
+        """
         self.clocks[worker] = FINISHED
-        return self._release()
+        failed = [(w, self._sync_error()) for w in sorted(self.syncing)]
+        self.syncing.clear()
+        return failed + self._release()
+
+    def sync(self, worker: int) -> list[tuple[int, dict[str, Any]]]:
+        """``worker`` entered the barrier of all workers; returns the replies now due."""
+        if FINISHED in self.clocks:
+            return [(worker, self._sync_error())]
+        self.syncing.add(worker)
+        if len(self.syncing) < len(self.clocks):
+            return []
+        released, self.syncing = sorted(self.syncing), set()
+        return [(w, {"ok": True, "min": self.min_clock}) for w in released]
+
+    def _sync_error(self) -> dict[str, Any]:
+        gone = [w for w, c in enumerate(self.clocks) if c == FINISHED]
+        return {"ok": False, "error": f"sync() cannot complete: worker(s) {gone} already returned from solve()"}
 
     def _release(self) -> list[tuple[int, dict[str, Any]]]:
         low = self.min_clock
@@ -70,6 +91,8 @@ def run_clock(comm: MPI.Comm, nworkers: int, staleness: int | None) -> ClockStat
         op = header["op"]
         if op == "tick":
             replies = state.tick(worker)
+        elif op == "sync":
+            replies = state.sync(worker)
         elif op == "done":
             replies = state.finish(worker)
         else:

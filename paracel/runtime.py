@@ -22,7 +22,7 @@ from paracel.server import serve
 def run_worker(world: MPI.Intracomm, workers: MPI.Intracomm, layout: Layout, config: JobConfig) -> None:
     """Build the user's algorithm, run its ``solve()``, then sign off with servers and clock."""
     algorithm = resolve_algorithm(config.algorithm)(**config.params)
-    client = ParamClient(world, workers, layout, config.staleness, config.cache)
+    client = ParamClient(world, layout, config.staleness, config.cache)
     algorithm.attach(WorkerContext(client=client, worker_comm=workers, output_dir=Path(config.output)))
     algorithm.solve()
     client.finish()

@@ -1,7 +1,7 @@
-"""Waiting without burning a core: poll MPI, spin briefly, then sleep with growing pauses.
+"""Waiting without burning a core: poll MPI, yield briefly, then sleep with growing pauses.
 
 A rank blocked in ``MPI_Recv`` spins at 100% of a core, and a paracel job runs more ranks than
-the machine has cores, so every wait in paracel polls with ``Iprobe``/``Test`` instead.
+the machine has cores, so every wait in paracel polls with ``Iprobe`` instead.
 """
 from __future__ import annotations
 
@@ -48,9 +48,3 @@ def probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status) -> None:
     while not comm.Iprobe(source, tag, status):
         backoff.pause()
 
-
-def wait(request: MPI.Request) -> None:
-    """Wait for a non-blocking operation to complete."""
-    backoff = Backoff()
-    while not request.Test():
-        backoff.pause()

@@ -100,6 +100,10 @@ class Raises(paralg):
     def solve(self) -> None:
         if self.mode == "worker" and self.get_worker_id() == 1:
             raise RuntimeError("deliberate failure in solve")
+        if self.mode == "leaves_early":
+            if self.get_worker_id() != 1:
+                self.sync()  # worker 1 never comes: an error, not a hang
+            return
         self.paracel_write("k", 1.0)  # present, so that updates call the function
         self.sync()
         if self.mode == "update_fn":

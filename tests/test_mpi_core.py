@@ -55,6 +55,7 @@ def test_user_update_function_runs_on_servers(tmp_path):
     ("update_fn", "cannot combine"),
     ("unknown_fn", "unknown update function 'no_such_fn'"),
     ("batched_fn", "unknown update function 'no_such_fn'"),
+    ("leaves_early", "sync() cannot complete: worker(s) [1] already returned from solve()"),
 ])
 def test_failures_end_the_job_quickly_with_the_message(tmp_path, mode, message):
     start = time.monotonic()

@@ -122,6 +122,10 @@ def test_clock_releases_within_the_bound():
     assert clock.finish(1) == []
     assert clock.tick(0) == [(0, {"ok": True, "min": 3})]  # a finished worker holds nobody back
     bsp, asp = ClockState(2, 0), ClockState(2, None)
+    barrier = ClockState(2, 0)
+    assert barrier.sync(1) == [] and barrier.sync(0) == [(0, {"ok": True, "min": 0}), (1, {"ok": True, "min": 0})]
+    assert barrier.sync(0) == [] and not barrier.finish(1)[0][1]["ok"]  # 0 waits in sync() when 1 leaves
+    assert "already returned" in barrier.sync(0)[0][1]["error"]
     assert bsp.tick(0) == [] and len(asp.tick(0)) == 1
 
 
