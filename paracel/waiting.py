@@ -10,34 +10,39 @@ import time
 
 from mpi4py import MPI
 
-SPIN_SECONDS = 2e-3
-FIRST_SLEEP = 50e-6
+SPIN = 300e-6
+NAP = 50e-6
+BUSY = 20e-3
 MAX_SLEEP = 1e-3
 
 
 class Backoff:
     """Call ``pause()`` after each unsuccessful poll; ``reset()`` once something arrived.
 
-    For ``spin`` seconds a pause only yields the core (a reply usually comes within that, and
-    a yield costs nothing when no other rank wants the core); then it sleeps, doubling the
-    sleep up to ``max_sleep``.
+    Right after a message, a pause only yields the core (the next message often follows within
+    ``spin`` seconds, and a yield costs nothing when no other rank wants the core). Until
+    ``busy`` seconds have passed it naps briefly, so a worker's next burst of requests after a
+    short computation is answered quickly; after that it sleeps, doubling up to ``max_sleep``.
     """
 
-    def __init__(self, spin: float = SPIN_SECONDS, max_sleep: float = MAX_SLEEP) -> None:
-        self.spin = spin
-        self.max_sleep = max_sleep
+    def __init__(self, spin: float = SPIN, nap: float = NAP, busy: float = BUSY,
+                 max_sleep: float = MAX_SLEEP) -> None:
+        self.spin, self.nap, self.busy, self.max_sleep = spin, nap, busy, max_sleep
         self.reset()
 
     def reset(self) -> None:
         self._since = time.perf_counter()
-        self._sleep = FIRST_SLEEP
+        self._sleep = self.nap
 
     def pause(self) -> None:
-        if time.perf_counter() - self._since < self.spin:
+        idle = time.perf_counter() - self._since
+        if idle < self.spin:
             os.sched_yield()
-            return
-        time.sleep(self._sleep)
-        self._sleep = min(2 * self._sleep, self.max_sleep)
+        elif idle < self.busy:
+            time.sleep(self.nap)
+        else:
+            time.sleep(self._sleep)
+            self._sleep = min(2 * self._sleep, self.max_sleep)
 
 
 def probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status) -> None:
@@ -47,4 +52,3 @@ def probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status) -> None:
     backoff = Backoff()
     while not comm.Iprobe(source, tag, status):
         backoff.pause()
-

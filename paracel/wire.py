@@ -166,6 +166,9 @@ class ValueBatch:
         if len(values) != n:
             raise ValueError(f"{n} keys but {len(values)} values")
         pairs = [as_value(v) for v in values]
+        if len(pairs) == 1:  # a view, not a copy: one value may be a large array
+            arr = pairs[0][0]
+            return cls(dense=(arr if arr.flags.c_contiguous else arr.copy(order="C"))[None], py=pairs[0][1])
         if pairs and all(a.dtype == pairs[0][0].dtype and a.shape == pairs[0][0].shape and p == pairs[0][1]
                          for a, p in pairs):
             stacked = np.stack([a for a, _ in pairs]).astype(pairs[0][0].dtype, copy=False)  # keeps byte order
