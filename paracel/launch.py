@@ -101,10 +101,15 @@ def build_command(resolved_config: Path, workers: int, servers: int, mode: str =
     return cmd + rank_cmd
 
 
+#: Ranks already fill the cores; BLAS thread pools on top would oversubscribe them and spin.
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def job_env() -> dict[str, str]:
-    """The ranks' environment: the caller's, with the current folder importable (user algorithms)."""
+    """The ranks' environment: the caller's, with the current folder importable (user algorithms)
+    and single-threaded BLAS unless the caller set thread counts."""
     path = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
+    return {**SINGLE_THREADED, **os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
 
 
 def launch(config: str | Path | dict[str, Any], workers: int = 1, servers: int = 1, staleness: Any = _KEEP,
