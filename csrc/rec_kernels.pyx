@@ -92,43 +92,15 @@ def topk_csr(const int64_t[::1] indptr, const int64_t[::1] indices, const double
     return out_indptr, out_ids[:pos].copy(), out_vals[:pos].copy()
 
 
-def topk_dense(const double[:, ::1] values, Py_ssize_t k, double min_value, excl_indptr, excl_indices):
-    """Top-``k`` columns of every row of a dense matrix; same rules and result as ``topk_csr``."""
-    cdef Py_ssize_t n_rows = values.shape[0], n_cols = values.shape[1]
-    if k < 0:
-        raise ValueError("k must be >= 0")
-    ex_p, ex_i = _check_exclude(excl_indptr, excl_indices, n_rows)
-    cdef const int64_t[::1] xp = ex_p
-    cdef const int64_t[::1] xi = ex_i
-    out_indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    out_ids = np.empty(n_rows * k, dtype=np.int64)
-    out_vals = np.empty(n_rows * k, dtype=np.float64)
-    cdef int64_t[::1] op = out_indptr
-    cdef int64_t[::1] oi = out_ids
-    cdef double[::1] ov = out_vals
-    cdef uint8_t[::1] banned = np.zeros(n_cols, dtype=np.uint8)
-    cdef vector[cand_t] cand
-    cdef Py_ssize_t r, e, c, pos = 0, got = 0
-    cdef double v
-    with nogil:
-        for r in range(n_rows):
-            for e in range(xp[r], xp[r + 1]):
-                banned[xi[e]] = 1
-            cand.clear()
-            for c in range(n_cols):
-                v = values[r, c]
-                if banned[c] or isnan(v) or v < min_value:
-                    continue
-                cand.push_back(cand_t(-v, c))
-            for e in range(xp[r], xp[r + 1]):
-                banned[xi[e]] = 0
-            if k > 0:
-                _select(cand, k, &oi[pos], &ov[pos], &got)
-            else:
-                got = 0
-            pos += got
-            op[r + 1] = pos
-    return out_indptr, out_ids[:pos].copy(), out_vals[:pos].copy()
+def topk_dense(values, Py_ssize_t k, double min_value, excl_indptr, excl_indices):
+    """Top-``k`` columns of every row of a dense matrix; same rules and result as ``topk_csr``
+    (the matrix is viewed as a CSR holding every entry)."""
+    dense = np.ascontiguousarray(values, dtype=np.float64)
+    n_rows, n_cols = dense.shape
+    indptr = np.arange(n_rows + 1, dtype=np.int64) * n_cols
+    indices = np.tile(np.arange(n_cols, dtype=np.int64), n_rows)
+    return topk_csr(indptr, indices, dense.reshape(-1), k, min_value, np.empty(0), 0.0,
+                    excl_indptr, excl_indices, n_cols)
 
 
 def adjust_ktop(const int64_t[::1] nbr_indptr, const int64_t[::1] nbr_ids, const double[::1] nbr_sims,
