@@ -128,9 +128,11 @@ def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
     backoff = Backoff()
     sending: list[PendingSend] = []
     while len(state.finished) < nworkers or sending:
-        sending = [s for s in sending if not s.done()]
+        if sending:  # a reply in flight needs this rank's progress, and counts as activity
+            sending = [s for s in sending if not s.done()]
+            backoff.reset()
         if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
-            if not sending:  # a large reply in flight needs this rank's progress: no sleeping
+            if not sending:
                 backoff.pause()
             continue
         backoff.reset()
