@@ -5,7 +5,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -150,9 +150,10 @@ class paralg:  # noqa: N801 - the name users know from Paracel
         """Every str key starting with ``prefix`` and its value (a key family)."""
         return self._client.items(prefix)
 
-    def paracel_readall(self) -> dict[Key, Any]:
-        """The whole table."""
-        return self._client.items()
+    def paracel_readall(self, keyfilter: Callable[[Key], bool] | None = None) -> dict[Key, Any]:
+        """The whole table, or the entries whose key passes ``keyfilter``."""
+        table = self._client.items()
+        return table if keyfilter is None else {k: v for k, v in table.items() if keyfilter(k)}
 
     # -- synchronisation
     def iter_commit(self) -> None:
