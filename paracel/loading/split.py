@@ -12,13 +12,13 @@ range is open-ended, so the shares always tile the stream even when the hint is 
 """
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Iterator
 
 from .inputs import InputFile, gunzip_pieces, gzip_size_hint
 
 DEFAULT_BLOCK = 64 << 20
-_EXTEND = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -73,55 +73,30 @@ def chunks(pieces: list[Piece], block: int = DEFAULT_BLOCK) -> Iterator[Chunk]:
 
 
 def _plain_chunks(piece: Piece, block: int) -> Iterator[Chunk]:
-    path, end = piece.file.path, piece.end
+    # Memory-mapped: a chunk is a view of the page cache, not a copy of it.
+    path, end, size = piece.file.path, piece.end, piece.file.size
+    if piece.start >= end or size == 0:
+        return
     with open(path, "rb") as f:
-        pos = piece.start
-        if pos > piece.file.header_end:
-            f.seek(pos - 1)
-            if f.read(1) != b"\n":
-                pos = _next_line_start(f, pos)
-        while pos < end:
-            f.seek(pos)
-            data = f.read(min(block, end - pos))
-            if not data:
-                return
-            if data[-1] != 10:
-                cut = data.rfind(b"\n") + 1
-                if cut and pos + len(data) < piece.file.size:
-                    # Whole lines only, without copying the block; the cut-off tail is read
-                    # again as the start of the next block.
-                    data = memoryview(data)[:cut]
-                else:
-                    f.seek(pos + len(data))
-                    data += _rest_of_line(f)
-            yield Chunk(data, path, False, pos)
-            pos += len(data)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapped)
+    pos = piece.start
+    if pos > piece.file.header_end and mapped[pos - 1] != 10:
+        pos = _line_end(mapped, pos, size)
+    while pos < end:
+        stop = min(pos + block, end)
+        if mapped[stop - 1] != 10:
+            cut = mapped.rfind(b"\n", pos, stop)
+            # whole lines only: end at the block's last LF, or run on to the end of the line
+            stop = cut + 1 if cut >= 0 and stop < size else _line_end(mapped, stop, size)
+        yield Chunk(view[pos:stop], path, False, pos)
+        pos = stop
 
 
-def _next_line_start(f, pos: int) -> int:
-    """Offset just past the first LF at or after ``pos`` (f positioned at ``pos``)."""
-    while True:
-        buf = f.read(_EXTEND)
-        if not buf:
-            return pos
-        k = buf.find(b"\n")
-        if k >= 0:
-            return pos + k + 1
-        pos += len(buf)
-
-
-def _rest_of_line(f) -> bytes:
-    parts = []
-    while True:
-        buf = f.read(_EXTEND)
-        if not buf:
-            break
-        k = buf.find(b"\n")
-        if k >= 0:
-            parts.append(buf[:k + 1])
-            break
-        parts.append(buf)
-    return b"".join(parts)
+def _line_end(mapped: mmap.mmap, pos: int, size: int) -> int:
+    """Offset just past the first LF at or after ``pos`` (the file size if there is none)."""
+    lf = mapped.find(b"\n", pos)
+    return size if lf < 0 else lf + 1
 
 
 def _first_start_at_or_after(data: bytes, t: int) -> int:
