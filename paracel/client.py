@@ -205,6 +205,8 @@ class ParamClient:
 
 def _assemble(parts: list[ValueBatch], positions: list[np.ndarray], n: int, as_array: bool) -> Any:
     """Put per-server value batches back in the caller's key order."""
+    if n == 0:
+        return np.empty(0) if as_array else []
     if as_array:
         if len(parts) == 1 and parts[0].dense is not None:
             return parts[0].dense

@@ -29,6 +29,8 @@ class ConcurrentAdd(paralg):
         family = self.paracel_read_prefix("k")
         everything = self.paracel_readall()
         odd = self.paracel_readall(keyfilter=lambda k: isinstance(k, int) and k % 2 == 1)
+        self.paracel_bupdate_multi([], [])
+        empty = (self.paracel_read_multi([]), self.paracel_read_multi(np.arange(0), as_array=True).shape)
         if self.get_worker_id() == 0:
             result = {
                 "ints_ok": bool((ints == self.rounds * self.get_worker_size()).all()),
@@ -41,6 +43,7 @@ class ConcurrentAdd(paralg):
                 "family_ok": family == dict(zip(names, strs)),
                 "all_size": len(everything),
                 "odd_keys": sorted(odd) == list(range(1, self.nkeys, 2)),
+                "empty": empty == ([], (0,)),
                 "contains": [self.paracel_contains("k0"), self.paracel_contains("nope")],
             }
             (self.output_dir / "result.json").write_text(json.dumps(result))

@@ -33,7 +33,7 @@ def test_concurrent_updates_give_exact_totals(tmp_path):
     assert got["strs"] == [12] and got["str_type"] == "int64"
     assert got["single"] == 12 and got["single_type"] == "int"
     assert got["family_size"] == 2000 and got["family_ok"]
-    assert got["all_size"] == 2000 + 2000 + 1 and got["odd_keys"]
+    assert got["all_size"] == 2000 + 2000 + 1 and got["odd_keys"] and got["empty"]
     assert got["contains"] == [True, False]
 
 
