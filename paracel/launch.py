@@ -126,7 +126,8 @@ def launch(config: str | Path | dict[str, Any], workers: int = 1, servers: int =
     done = run_command(cmd, timeout=timeout, env=job_env(), capture=capture)
     result = LaunchResult(done.returncode, Path(job.output), done.stdout or "", done.stderr or "")
     if done.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-40:])
+        # ranks report failures on stderr; MPI's own report of a killed rank goes to stdout
+        tail = "\n".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-40:])
         raise JobFailed(f"paracel job {job.algorithm} failed (exit {done.returncode}):\n{tail}",
                         done.returncode, result.stdout + result.stderr)
     return result

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import numpy as np
@@ -105,6 +107,8 @@ class Raises(paralg):
     def solve(self) -> None:
         if self.mode == "worker" and self.get_worker_id() == 1:
             raise RuntimeError("deliberate failure in solve")
+        if self.mode == "killed" and self.get_worker_id() == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # no Python handler runs: MPI must notice
         if self.mode == "leaves_early":
             if self.get_worker_id() != 1:
                 self.sync()  # worker 1 never comes: an error, not a hang

@@ -94,3 +94,11 @@ def test_prun_rejects_bad_config_before_starting(tmp_path):
                           text=True, timeout=TIMEOUT)
     assert done.returncode == 2
     assert "unknown field 'stalenes'" in done.stderr and str(config) in done.stderr
+
+
+def test_a_killed_worker_ends_the_job(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(JobFailed) as info:
+        run(tmp_path, "tests.jobs:Raises", {"mode": "killed"})
+    assert time.monotonic() - start < 30 and info.value.returncode != 0
+    assert "signal 9" in str(info.value)
