@@ -14,6 +14,10 @@ from cython.operator cimport dereference as deref, preincrement as inc
 cnp.import_array()
 
 
+cdef inline const char* blob_base(const uint8_t[::1] blob) noexcept nogil:
+    return <const char*>&blob[0] if blob.shape[0] else <const char*>""
+
+
 cdef class KeyIndex:
     """Maps int keys and str keys (two separate namespaces) to int64 slots."""
     cdef unordered_map[int64_t, int64_t] ints
@@ -40,7 +44,7 @@ cdef class KeyIndex:
         out = np.empty(n, dtype=np.int64)
         cdef int64_t[::1] o = out
         cdef string key
-        cdef const char* base = <const char*>&blob[0] if blob.shape[0] else <const char*>""
+        cdef const char* base = blob_base(blob)
         cdef unordered_map[string, int64_t].iterator it
         with nogil:
             for i in range(n):
@@ -57,12 +61,10 @@ cdef class KeyIndex:
 
     def set_strs(self, const uint8_t[::1] blob, const int64_t[::1] offsets, const int64_t[::1] slots):
         cdef Py_ssize_t i
-        cdef string key
-        cdef const char* base = <const char*>&blob[0] if blob.shape[0] else <const char*>""
+        cdef const char* base = blob_base(blob)
         with nogil:
             for i in range(offsets.shape[0] - 1):
-                key.assign(base + offsets[i], offsets[i + 1] - offsets[i])
-                self.strs[key] = slots[i]
+                self.strs[string(base + offsets[i], offsets[i + 1] - offsets[i])] = slots[i]
 
     def del_ints(self, const int64_t[::1] keys):
         cdef Py_ssize_t i
@@ -72,12 +74,10 @@ cdef class KeyIndex:
 
     def del_strs(self, const uint8_t[::1] blob, const int64_t[::1] offsets):
         cdef Py_ssize_t i
-        cdef string key
-        cdef const char* base = <const char*>&blob[0] if blob.shape[0] else <const char*>""
+        cdef const char* base = blob_base(blob)
         with nogil:
             for i in range(offsets.shape[0] - 1):
-                key.assign(base + offsets[i], offsets[i + 1] - offsets[i])
-                self.strs.erase(key)
+                self.strs.erase(string(base + offsets[i], offsets[i + 1] - offsets[i]))
 
     def int_items(self):
         """(keys, slots) int64 arrays of every int key."""
