@@ -13,6 +13,8 @@ from paracel.waiting import probe
 from paracel.wire import TAG_REPLY, TAG_REQUEST, Key, KeyBatch, Receiver, ValueBatch, send
 
 Keys = Sequence[Key] | np.ndarray
+#: A write of this many keys or more empties the whole read cache instead of key by key.
+FORGET_ALL_FROM = 256
 
 
 class ParamClient:
@@ -34,7 +36,7 @@ class ParamClient:
         self.clock = 0
         self.known_min = 0
         self.use_cache = cache and staleness is not None
-        self._cache: dict[Key, tuple[Any, int]] = {}
+        self._cache: dict[Key, tuple[int, ValueBatch, int]] = {}  # key -> (stamp, batch, row)
         self._unflushed: set[int] = set()
 
     # -- messaging
@@ -81,21 +83,30 @@ class ParamClient:
         """
         batch = KeyBatch.of(keys)
         names = batch.to_list() if self.use_cache else None
-        if names is not None and names:
-            fresh = self.clock - self.staleness
-            hits = [self._cache.get(k) for k in names]
-            if all(h is not None and h[1] >= fresh for h in hits):
-                values = [v.copy() if isinstance(v, np.ndarray) else v for v, _ in hits]
-                return np.stack([np.asarray(v) for v in values]) if as_array else values
+        if names and self._cache:
+            values = self._cached(names)
+            if values is not None:
+                return _output(values, as_array)
         stamp = self.known_min
         requests, positions = self._per_server("pull", batch)
         replies = self._call(requests)
         parts = [ValueBatch.from_wire(h, bufs, len(pos)) for (h, bufs), pos in zip(replies, positions)]
-        out = _assemble(parts, positions, len(batch), as_array)
-        if names is not None:
-            rows = list(out) if as_array else out
-            self._cache.update(zip(names, ((r.copy() if isinstance(r, np.ndarray) else r, stamp) for r in rows)))
-        return out
+        values = _combine(parts, positions, len(batch))
+        if names:
+            private = values.take(np.arange(len(values)))  # a copy the user cannot modify
+            self._cache.update(zip(names, ((stamp, private, i) for i in range(len(names)))))
+        return _output(values, as_array)
+
+    def _cached(self, names: list[Key]) -> ValueBatch | None:
+        """The cached values of ``names`` if every one is fresh enough for SSP rule 1."""
+        fresh = self.clock - self.staleness
+        hits = [self._cache.get(k) for k in names]
+        if not all(h is not None and h[0] >= fresh for h in hits):
+            return None
+        store = hits[0][1]
+        if all(h[1] is store for h in hits):  # one earlier read: a single gather
+            return store.take(np.fromiter((h[2] for h in hits), dtype=np.int64, count=len(hits)))
+        return ValueBatch(ragged=[(np.array(h[1].item(h[2])[0]), h[1].item(h[2])[1]) for h in hits])
 
     def contains(self, keys: Keys | Key) -> np.ndarray:
         """Bool array: which keys some server holds."""
@@ -130,9 +141,14 @@ class ParamClient:
 
     # -- writes
     def _forget(self, batch: KeyBatch) -> None:
-        if self._cache:
-            for k in batch.to_list():
-                self._cache.pop(k, None)
+        """Drop cached copies of keys this worker changes (read-my-writes)."""
+        if not self._cache:
+            return
+        if len(batch) >= FORGET_ALL_FROM:  # cheaper than a lookup per key, and as correct
+            self._cache.clear()
+            return
+        for k in batch.to_list():
+            self._cache.pop(k, None)
 
     def write(self, keys: Keys | Key, values: Sequence[Any] | np.ndarray) -> None:
         """Store ``values`` under ``keys``; returns once every server has stored them."""
@@ -184,7 +200,7 @@ class ParamClient:
         self._ask_clock("tick")
         if self._cache:
             fresh = self.clock - self.staleness
-            self._cache = {k: e for k, e in self._cache.items() if e[1] >= fresh}
+            self._cache = {k: e for k, e in self._cache.items() if e[0] >= fresh}
 
     def sync(self) -> None:
         """Barrier of all workers, after which every worker's updates are visible to all.
@@ -203,29 +219,32 @@ class ParamClient:
         send(self.comm, self.layout.clock_rank, TAG_REQUEST, {"op": "done"})
 
 
-def _assemble(parts: list[ValueBatch], positions: list[np.ndarray], n: int, as_array: bool) -> Any:
-    """Put per-server value batches back in the caller's key order."""
-    if n == 0:
-        return np.empty(0) if as_array else []
-    if as_array:
-        if len(parts) == 1 and parts[0].dense is not None:
-            return parts[0].dense
-        dense = [p.dense if p.dense is not None else _stack(p) for p in parts]
-        if any(d.dtype != dense[0].dtype or d.shape[1:] != dense[0].shape[1:] for d in dense):
-            raise ValueError("as_array needs values of one dtype and shape")
-        out = np.empty((n, *dense[0].shape[1:]), dtype=dense[0].dtype)
-        for d, pos in zip(dense, positions):
-            out[pos] = d
-        return out
-    out: list[Any] = [None] * n
+def _combine(parts: list[ValueBatch], positions: list[np.ndarray], n: int) -> ValueBatch:
+    """Put per-server value batches back in the caller's key order (dense when they agree)."""
+    if len(parts) == 1:
+        return parts[0]
+    if parts and all(p.dense is not None and p.py == parts[0].py and p.dense.dtype == parts[0].dense.dtype
+                     and p.dense.shape[1:] == parts[0].dense.shape[1:] for p in parts):
+        out = np.empty((n, *parts[0].dense.shape[1:]), dtype=parts[0].dense.dtype)
+        for part, pos in zip(parts, positions):
+            out[pos] = part.dense
+        return ValueBatch(dense=out, py=parts[0].py)
+    ragged: list[tuple[np.ndarray, int]] = [(np.empty(0), 0)] * n
     for part, pos in zip(parts, positions):
-        for i, v in zip(pos.tolist(), part.to_list()):
-            out[i] = v
-    return out
+        for j, i in enumerate(pos.tolist()):
+            ragged[i] = part.item(j)
+    return ValueBatch(ragged=ragged)
 
 
-def _stack(part: ValueBatch) -> np.ndarray:
-    arrays = [a for a, _ in part.ragged]
+def _output(values: ValueBatch, as_array: bool) -> list[Any] | np.ndarray:
+    """What a read returns: the user-facing values, or one stacked array."""
+    if not as_array:
+        return values.to_list()
+    if values.dense is not None:
+        return values.dense
+    arrays = [a for a, _ in values.ragged]
+    if not arrays:
+        return np.empty(0)
     if any(a.dtype != arrays[0].dtype or a.shape != arrays[0].shape for a in arrays):
         raise ValueError("as_array needs values of one dtype and shape")
     return np.stack(arrays)
