@@ -25,7 +25,8 @@ class ClockState:
         self.staleness = staleness
         self.waiting: list[int] = []
         self.syncing: set[int] = set()
-        self.max_gap = 0
+        self.ticks = [0] * nworkers
+        self.max_lead = 0  # most clocks a released worker was ahead of the slowest (<= s)
 
     @property
     def min_clock(self) -> int:
@@ -34,7 +35,7 @@ class ClockState:
     def tick(self, worker: int) -> list[tuple[int, dict[str, Any]]]:
         """Advance ``worker``'s clock; returns the replies now due as ``(worker, header)``."""
         self.clocks[worker] += 1
-        self.max_gap = max(self.max_gap, self.clocks[worker] - self.min_clock)
+        self.ticks[worker] += 1
         self.waiting.append(worker)
         return self._release()
 
@@ -66,7 +67,13 @@ class ClockState:
         low = self.min_clock
         due = [w for w in self.waiting if self.staleness is None or self.clocks[w] - self.staleness <= low]
         self.waiting = [w for w in self.waiting if w not in due]
+        self.max_lead = max([self.max_lead] + [self.clocks[w] - low for w in due if self.clocks[w] != FINISHED])
         return [(w, {"ok": True, "min": low}) for w in due]
+
+    def report(self) -> dict[str, Any]:
+        """What the run's clocks showed: the bound, the clocks each worker ended, and the most
+        clocks any worker ran ahead of the slowest (never more than the staleness)."""
+        return {"staleness": self.staleness, "clocks": self.ticks, "max_lead": self.max_lead}
 
     @property
     def all_finished(self) -> bool:

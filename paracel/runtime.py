@@ -5,6 +5,7 @@ Started by the launcher as ``python -m paracel CONFIG.json --servers S``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -42,7 +43,8 @@ def run_rank(config: JobConfig, nservers: int) -> None:
         elif role == "server":
             serve(world, layout.nworkers)
         else:
-            run_clock(world, layout.nworkers, config.staleness)
+            clock = run_clock(world, layout.nworkers, config.staleness)
+            (Path(config.output) / "clock.json").write_text(json.dumps(clock.report()) + "\n")
     except BaseException:  # noqa: B036 - any failure, even KeyboardInterrupt, must end the job
         sys.stdout.flush()
         sys.stderr.write(f"paracel: {role} rank {rank} failed:\n{traceback.format_exc()}")

@@ -19,6 +19,12 @@ def probe(tmp_path, staleness):
     out = tmp_path / f"s{staleness}"
     launch({"algorithm": "tests.jobs:SSPProbe", "staleness": staleness, "output": str(out),
             "params": {"rounds": ROUNDS, "slow": 0, "delay": DELAY}}, workers=WORKERS, servers=2, timeout=90)
+    clock = json.loads((out / "clock.json").read_text())
+    assert clock["staleness"] == staleness and clock["clocks"] == [ROUNDS] * WORKERS
+    if staleness is not None:
+        assert clock["max_lead"] == staleness  # the fast workers ran exactly as far ahead as allowed
+    else:
+        assert clock["max_lead"] > 3
     return [json.loads((out / f"ssp_{w}.json").read_text()) for w in range(WORKERS)]
 
 
