@@ -20,10 +20,6 @@ class Layout:
         return cls(nworkers, nservers)
 
     @property
-    def size(self) -> int:
-        return self.nworkers + self.nservers + 1
-
-    @property
     def clock_rank(self) -> int:
         return self.nworkers + self.nservers
 

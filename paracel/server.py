@@ -54,12 +54,8 @@ class ServerState:
         reply_header["ok"] = True
         return reply_header, reply_buffers
 
-    @staticmethod
-    def _keys(header: dict[str, Any], buffers: list[np.ndarray]) -> tuple[KeyBatch, list[np.ndarray]]:
-        return KeyBatch.from_wire(header, buffers)
-
     def pull(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, _ = self._keys(header, buffers)
+        keys, _ = KeyBatch.from_wire(header, buffers)
         values = self.table.read(keys)
         return values.header(), values.buffers()
 
@@ -73,7 +69,7 @@ class ServerState:
         def target(index: int, received: list[np.ndarray]) -> np.ndarray | None:
             if index != value_index:
                 return None
-            keys, _ = self._keys(header, received)
+            keys, _ = KeyBatch.from_wire(header, received)
             row = self.table.row_bytes(keys, header["vd"], header["vs"], header["vp"])
             header["in_place"] = row is not None
             return row
@@ -82,21 +78,21 @@ class ServerState:
     def push(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
         if header.get("in_place"):
             return {}, []
-        keys, rest = self._keys(header, buffers)
+        keys, rest = KeyBatch.from_wire(header, buffers)
         self.table.write(keys, ValueBatch.from_wire(header, rest, len(keys)))
         return {}, []
 
     def update(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, rest = self._keys(header, buffers)
+        keys, rest = KeyBatch.from_wire(header, buffers)
         self.table.update(keys, ValueBatch.from_wire(header, rest, len(keys)), header["fn"])
         return {}, []
 
     def remove(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, _ = self._keys(header, buffers)
+        keys, _ = KeyBatch.from_wire(header, buffers)
         return {"count": self.table.remove(keys)}, []
 
     def contains(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, _ = self._keys(header, buffers)
+        keys, _ = KeyBatch.from_wire(header, buffers)
         return {}, [self.table.contains(keys).view(np.uint8)]
 
     def items(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
@@ -115,6 +111,11 @@ class ServerState:
             raise RuntimeError("; ".join(errors))
         return {}, []
 
+    @property
+    def all_done(self) -> bool:
+        """Whether every worker has said it is done."""
+        return len(self.finished) == self.nworkers
+
     def done(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
         self.finished.add(source)
         return {}, []
@@ -127,7 +128,7 @@ def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
     status = MPI.Status()
     backoff = Backoff()
     sending: list[PendingSend] = []
-    while len(state.finished) < nworkers or sending:
+    while not state.all_done or sending:
         if sending:  # a reply in flight needs this rank's progress, and counts as activity
             sending = [s for s in sending if not s.done()]
             backoff.reset()

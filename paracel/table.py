@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.format import descr_to_dtype
 
 from paracel._ext.keyindex import KeyIndex
 from paracel.errors import RemoteKeyError
 from paracel.updates import BUILTIN_UFUNCS, REPLACE, resolve
-from paracel.wire import KeyBatch, ValueBatch, as_value, from_array
+from paracel.wire import KeyBatch, ValueBatch, as_value, dtype_of, from_array
 
 ROW_BITS = 40
 ROW_MASK = (1 << ROW_BITS) - 1
@@ -132,8 +131,7 @@ class Table:
         slot = int(self._lookup(keys)[0])
         if slot < 0:
             return None
-        dtype = descr_to_dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
-        if (slot >> ROW_BITS) != self._block_id(dtype, tuple(shape), py):
+        if (slot >> ROW_BITS) != self._block_id(dtype_of(descr), tuple(shape), py):
             return None
         row = slot & ROW_MASK
         return self.blocks[slot >> ROW_BITS].data[row:row + 1].reshape(-1).view(np.uint8)  # a view, also of 0-d rows

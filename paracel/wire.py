@@ -211,19 +211,19 @@ class ValueBatch:
     def from_wire(cls, header: dict[str, Any], buffers: list[np.ndarray], n: int) -> "ValueBatch":
         """Decode values as views of ``buffers`` (copy them if the buffers are reused)."""
         if "vd" in header:
-            dtype = _dtype(header["vd"])
+            dtype = dtype_of(header["vd"])
             return cls(dense=buffers[0].view(dtype).reshape(n, *header["vs"]), py=header["vp"])
         blob, pos, out = buffers[0], 0, []
         for descr, shape, py in header["vl"]:
-            dtype = _dtype(descr)
+            dtype = dtype_of(descr)
             size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
             out.append((blob[pos:pos + size].view(dtype).reshape(shape), py))
             pos += size
         return cls(ragged=out)
 
 
-def _dtype(descr: Any) -> np.dtype:
-    # msgpack turns the tuples of a structured descr into lists
+def dtype_of(descr: Any) -> np.dtype:
+    """The dtype of a descr from a header (msgpack turns a structured descr's tuples into lists)."""
     return descr_to_dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
 
 
@@ -232,14 +232,19 @@ def _as_bytes(buf: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(buf).reshape(-1).view(np.uint8)
 
 
-def send(comm: MPI.Comm, dest: int, tag: int, header: dict[str, Any], buffers: Sequence[np.ndarray] = ()) -> None:
-    """Send a header and its payload buffers to ``dest`` (blocking until the buffers are free)."""
+def _frame(header: dict[str, Any], buffers: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
+    """The packed header (listing the payload sizes) and the non-empty payload buffers as bytes."""
     payload = [_as_bytes(b) for b in buffers]
     header["nb"] = [b.nbytes for b in payload]
-    comm.Send([msgpack.packb(header), MPI.BYTE], dest, tag)
+    return msgpack.packb(header), [b for b in payload if b.nbytes]
+
+
+def send(comm: MPI.Comm, dest: int, tag: int, header: dict[str, Any], buffers: Sequence[np.ndarray] = ()) -> None:
+    """Send a header and its payload buffers to ``dest`` (blocking until the buffers are free)."""
+    packed, payload = _frame(header, buffers)
+    comm.Send([packed, MPI.BYTE], dest, tag)
     for b in payload:
-        if b.nbytes:
-            comm.Send([b, MPI.BYTE], dest, TAG_DATA)
+        comm.Send([b, MPI.BYTE], dest, TAG_DATA)
 
 
 class PendingSend:
@@ -251,11 +256,9 @@ class PendingSend:
 
     def __init__(self, comm: MPI.Comm, dest: int, tag: int, header: dict[str, Any],
                  buffers: Sequence[np.ndarray] = ()) -> None:
-        self._payload = [_as_bytes(b) for b in buffers]
-        header["nb"] = [b.nbytes for b in self._payload]
-        self._header = msgpack.packb(header)
+        self._header, self._payload = _frame(header, buffers)
         self._requests = [comm.Isend([self._header, MPI.BYTE], dest, tag)]
-        self._requests += [comm.Isend([b, MPI.BYTE], dest, TAG_DATA) for b in self._payload if b.nbytes]
+        self._requests += [comm.Isend([b, MPI.BYTE], dest, TAG_DATA) for b in self._payload]
 
     def done(self) -> bool:
         """Whether every part has been sent (the buffers may then be reused)."""
