@@ -170,11 +170,11 @@ def grow_tree(x: np.ndarray, ratings: sp.spmatrix, depth: int, like_threshold: f
 
 def fit_factors(ratings: sp.spmatrix, users: np.ndarray, rank: int, lam: float, rounds: int,
                 seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Biased ALS (``algorithms.als.solve_rows``) on the ratings of ``users`` only.
+    """Biased ALS (``paracel.algorithms.als.solve_rows``) on the ratings of ``users`` only.
 
     Returns (user rows, item rows, mu); a row is ``[f_0 .. f_{rank-1}, bias]``.
     """
-    from algorithms.als import solve_rows
+    from paracel.algorithms.als import solve_rows
 
     coo = sp.csr_matrix(ratings)[users].tocoo()
     rows, cols, vals = users[coo.row].astype(np.int32), coo.col.astype(np.int32), coo.data
@@ -227,7 +227,7 @@ class DTreeRec(paralg):
     def solve(self) -> None:
         from paracel.loading import loadall
 
-        from algorithms.svd import load_ratings_matrix, server_sum
+        from paracel.algorithms.svd import load_ratings_matrix, server_sum
 
         mine, my_users = load_ratings_matrix(self, self.input, "user")
         data = loadall(self.input, comm=self.worker_comm, fmt="ratings")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from algorithms.similarity import Neighbors, format_lists, gather_columns, sparse_topk
-from algorithms.svd import load_ratings_matrix
+from paracel.algorithms.similarity import Neighbors, format_lists, gather_columns, sparse_topk
+from paracel.algorithms.svd import load_ratings_matrix
 from paracel import paralg
 from paracel._ext import rec_kernels
 
@@ -86,7 +86,7 @@ class KTop(paralg):
     """Adjusted top-k item-based recommendation from a ratings file (``input``).
 
     Workers own items (``fmap``): they gather the rating matrix through the servers, compute
-    their items' similarity lists (``algorithms.similarity.sparse_topk``) and adjusted k, and
+    their items' similarity lists (``paracel.algorithms.similarity.sparse_topk``) and adjusted k, and
     publish the cut lists under ``ktop/nbr/<item>``; after a ``sync()`` each worker recommends
     ``n`` items to its users (user id % workers == worker id). With a ``test`` file it logs
     precision@n. Writes ``best_k_<w>.txt`` and ``recommendations_<w>.txt``.

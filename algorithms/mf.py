@@ -5,7 +5,7 @@ biases locally, and shares the items through the parameter server: every round i
 item rows its ratings need, runs one SGD epoch over its ratings in Cython, and pushes the
 change of each item row as an ``add`` delta before ``iter_commit()``, so SSP bounds how stale
 the item rows it starts from may be. A user or an item is one row ``[f_0 .. f_{k-1}, bias]``;
-prediction is ``mu + b_u + b_i + p_u . q_i``. ALS (``algorithms.als``) reuses the helpers here.
+prediction is ``mu + b_u + b_i + p_u . q_i``. ALS (``paracel.algorithms.als``) reuses the helpers here.
 """
 from __future__ import annotations
 

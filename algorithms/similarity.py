@@ -173,7 +173,7 @@ class Similarity(paralg):
 
     def solve(self) -> None:
         if self.mode == "sparse":
-            from algorithms.svd import load_ratings_matrix
+            from paracel.algorithms.svd import load_ratings_matrix
 
             own, items = load_ratings_matrix(self, self.input, "item")
             full = gather_columns(self, own, items, "sim/col")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from algorithms.als import solve_rows
-from algorithms.dtree_rec import DISLIKE, LIKE, UNKNOWN, best_split, features, grow_tree, level_stats
+from paracel.algorithms.als import solve_rows
+from paracel.algorithms.dtree_rec import DISLIKE, LIKE, UNKNOWN, best_split, features, grow_tree, level_stats
 from test_similarity import load_ratings
 
 RANK, LAM, DEPTH, MIN_CHILD = 10, 0.1, 3, 5
@@ -97,11 +97,11 @@ def test_distributed_job_grows_the_single_process_tree(tmp_path):
     """DTreeRec on real ranks (statistics summed through the server) equals the core's tree."""
     import json
 
-    from algorithms.dtree_rec import fit_factors
+    from paracel.algorithms.dtree_rec import fit_factors
     from paracel.launch import launch
     from test_similarity import ML100K
 
-    config = {"algorithm": "algorithms.dtree_rec:DTreeRec", "staleness": 0, "output": str(tmp_path),
+    config = {"algorithm": "paracel.algorithms.dtree_rec:DTreeRec", "staleness": 0, "output": str(tmp_path),
               "params": {"input": str(ML100K / "u.data"), "depth": DEPTH, "min_child": MIN_CHILD}}
     out = launch(config, workers=2, servers=1, timeout=120).output_dir
     d = np.loadtxt(ML100K / "u.data", dtype=np.int64, usecols=(0, 1, 2))

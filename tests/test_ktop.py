@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from algorithms.ktop import adjust_ktop, precision_at, prune, recommend
-from algorithms.similarity import Neighbors, sparse_topk
+from paracel.algorithms.ktop import adjust_ktop, precision_at, prune, recommend
+from paracel.algorithms.similarity import Neighbors, sparse_topk
 from test_similarity import assert_ranking, brute_sparse, brute_topk, load_ratings
 
 K, LOW, N = 30, 5, 10
@@ -96,7 +96,7 @@ def test_distributed_job_matches_core(split, tmp_path):
     from test_similarity import ML100K, read_lists
 
     base, test = split
-    config = {"algorithm": "algorithms.ktop:KTop", "staleness": 0, "output": str(tmp_path),
+    config = {"algorithm": "paracel.algorithms.ktop:KTop", "staleness": 0, "output": str(tmp_path),
               "params": {"input": str(ML100K / "u1.base"), "test": str(ML100K / "u1.test"),
                          "topk": K, "low_limit": LOW, "n": N}}
     out = launch(config, workers=2, servers=1, timeout=120).output_dir

@@ -147,7 +147,7 @@ def test_mf_asynchronous_on_u2(tmp_path: Path) -> None:
 
 
 def test_mf_rejects_bad_parameters() -> None:
-    from algorithms.mf import MF
+    from paracel.algorithms.mf import MF
 
     with pytest.raises(ValueError, match="rank"):
         MF(train="unused", rank=0)
@@ -163,7 +163,7 @@ def test_mf_predicts_unseen_users_and_items_from_the_biases(tmp_path: Path) -> N
     np.savetxt(tmp_path / "train.tsv", base, fmt="%d", delimiter="\t")
     known_user, known_item = int(base[0, 0]), int(base[0, 1])
     (tmp_path / "test.tsv").write_text(f"99999\t99999\t3\t0\n99999\t{known_item}\t4\t0\n{known_user}\t99998\t2\t0\n")
-    config = {"algorithm": "algorithms.mf:MF", "staleness": 0, "output": str(tmp_path / "out"),
+    config = {"algorithm": "paracel.algorithms.mf:MF", "staleness": 0, "output": str(tmp_path / "out"),
               "params": {"train": str(tmp_path / "train.tsv"), "test": str(tmp_path / "test.tsv"), "rounds": 3}}
     out = launch(config, workers=2, servers=1, timeout=120).output_dir
     mu = summary(out)["global_mean"]

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from algorithms.similarity import Neighbors, dense_topk, sparse_topk
+from paracel.algorithms.similarity import Neighbors, dense_topk, sparse_topk
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-100k"
 
@@ -140,7 +140,7 @@ def test_distributed_job_equals_brute_force(ratings, tmp_path):
     """The Similarity paralg on real ranks (2 workers, 1 server), Jaccard with thresholds."""
     from paracel.launch import launch
 
-    config = {"algorithm": "algorithms.similarity:Similarity", "staleness": 0, "output": str(tmp_path),
+    config = {"algorithm": "paracel.algorithms.similarity:Similarity", "staleness": 0, "output": str(tmp_path),
               "params": {"input": str(ML100K / "u.data"), "measure": "jaccard", "topk": 20,
                          "min_sim": 0.05, "min_cooc": 2}}
     out = launch(config, workers=2, servers=1, timeout=120).output_dir

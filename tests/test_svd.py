@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from algorithms.svd import gram_of_block, subspace_svd
+from paracel.algorithms.svd import gram_of_block, subspace_svd
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-100k"
 
@@ -58,7 +58,7 @@ def test_distributed_job_matches_svds(ratings, tmp_path):
     """The SVD paralg on real ranks (2 workers, 1 server): top-20 values vs svds."""
     from paracel.launch import launch
 
-    config = {"algorithm": "algorithms.svd:SVD", "staleness": 0, "output": str(tmp_path),
+    config = {"algorithm": "paracel.algorithms.svd:SVD", "staleness": 0, "output": str(tmp_path),
               "params": {"input": str(ML100K / "u.data"), "k": 20}}
     out = launch(config, workers=2, servers=1, timeout=120).output_dir
     values = np.loadtxt(out / "singular_values.txt")

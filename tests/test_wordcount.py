@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from algorithms.wordcount import count_words
+from paracel.algorithms.wordcount import count_words
 from paracel import launch
 
 ROOT = Path(__file__).resolve().parents[1]
