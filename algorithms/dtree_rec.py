@@ -9,7 +9,7 @@ item whose three-way split of the node's users leaves the least within-child sca
 sum_c sum_{u in c} |x_u - mean_c|^2 (Paracel's criterion), among items that put at least
 ``min_child`` users in both the like and the dislike child. That scatter only needs per-child
 sums (count, sum of x, sum of |x|^2) for every candidate item, which add across workers, so a
-level is one aggregation of those statistics (through the parameter server in the paralg).
+level is one sum of those statistics over the workers (``allreduce`` in the paralg).
 A new user answers the questions down to a leaf and is predicted r_uj = c_j + profile . y_j,
 with the item vectors y_j and offsets c_j of the factor model (for biased MF:
 x_u = [f_u, b_u], y_j = [f_j, 1], c_j = mu + b_j).
@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 import scipy.sparse as sp
 
 from paracel import paralg
+from paracel._ext.mf_kernels import solve_rows
+from paracel.metrics import rmse
+from paracel.params import AtLeast, InputPath, NonNegativeInt, PositiveFloat, PositiveInt
 
 LIKE, DISLIKE, UNKNOWN = 0, 1, 2
 Reduce = Callable[[np.ndarray], np.ndarray]
@@ -170,12 +173,9 @@ def grow_tree(x: np.ndarray, ratings: sp.spmatrix, depth: int, like_threshold: f
 
 def fit_factors(ratings: sp.spmatrix, users: np.ndarray, rank: int, lam: float, rounds: int,
                 seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Biased ALS (``paracel.algorithms.als.solve_rows``) on the ratings of ``users`` only.
-
-    Returns (user rows, item rows, mu); a row is ``[f_0 .. f_{rank-1}, bias]``.
+    """Biased ALS (``mf_kernels.solve_rows``, as the ALS job uses) on the ratings of ``users``
+    only. Returns (user rows, item rows, mu); a row is ``[f_0 .. f_{rank-1}, bias]``.
     """
-    from paracel.algorithms.als import solve_rows
-
     coo = sp.csr_matrix(ratings)[users].tocoo()
     rows, cols, vals = users[coo.row].astype(np.int32), coo.col.astype(np.int32), coo.data
     mu = float(vals.mean())
@@ -207,41 +207,34 @@ class DTreeRec(paralg):
 
     Users with id % ``holdout_every`` == 0 are the new users: they take no part in the factors
     or the tree and are scored at the end. Workers own users (``fmap``); each level's node
-    statistics are summed through the servers. The factor fit is repeated on every worker
-    (a stand-in for reading an ALS job's output). Writes ``tree.json`` (worker 0) and logs the
+    statistics are summed over the workers. The factor fit is repeated on every worker (a
+    stand-in for reading an ALS job's output). Writes ``tree.json`` (worker 0) and logs the
     held-out RMSE of the tree, the global mean and the item baseline.
     """
 
-    def __init__(self, input: str, holdout_every: int = 5, rank: int = 10, lam: float = 0.1,
-                 als_rounds: int = 10, depth: int = 3, like_threshold: float = 4.0,
-                 min_child: int = 5, seed: int = 0) -> None:
+    def __init__(self, input: InputPath, holdout_every: Annotated[int, AtLeast(2)] = 5,
+                 rank: PositiveInt = 10, lam: PositiveFloat = 0.1, als_rounds: PositiveInt = 10,
+                 depth: NonNegativeInt = 3, like_threshold: float = 4.0, min_child: PositiveInt = 5,
+                 seed: NonNegativeInt = 0) -> None:
         super().__init__()
-        if holdout_every < 2 or rank < 1 or lam <= 0 or als_rounds < 1 or depth < 0 or min_child < 1:
-            raise ValueError("need holdout_every >= 2, rank >= 1, lam > 0, als_rounds >= 1, "
-                             "depth >= 0 and min_child >= 1")
         self.input, self.holdout_every, self.rank, self.lam = input, holdout_every, rank, lam
         self.als_rounds, self.depth, self.like_threshold = als_rounds, depth, like_threshold
         self.min_child, self.seed = min_child, seed
         self.rmse: dict[str, float] = {}
 
     def solve(self) -> None:
-        from paracel.loading import loadall
-
-        from paracel.algorithms.svd import load_ratings_matrix, server_sum
-
-        mine, my_users = load_ratings_matrix(self, self.input, "user")
-        data = loadall(self.input, comm=self.worker_comm, fmt="ratings")
-        full = sp.csr_matrix((np.asarray(data["rating"], np.float64),
-                              (np.asarray(data["user"]), np.asarray(data["item"]))), shape=mine.shape)
+        ratings = self.paracel_load_ratings(self.input, by="user")
+        mine, my_users = ratings.matrix(), np.unique(ratings.users)
+        full = self.paracel_loadall_ratings(self.input).matrix(mine.shape)
         known = np.flatnonzero(full.getnnz(axis=1))
         train = known[known % self.holdout_every != 0]
         u_rows, i_rows, mu = fit_factors(full, train, self.rank, self.lam, self.als_rounds, self.seed)
         mine_train = my_users[my_users % self.holdout_every != 0]
         tree = grow_tree(u_rows[mine_train], mine[mine_train], self.depth, self.like_threshold,
-                         self.min_child, reduce=server_sum(self, "dtree/stats"))
+                         self.min_child, reduce=self.allreduce)
         held = my_users[my_users % self.holdout_every == 0]
-        sums = self.worker_comm.allreduce(evaluate(tree, mine[held], i_rows, mu, self.like_threshold))
-        self.rmse = {name: float(np.sqrt(sums[t] / sums[3])) for t, name in
+        sums = self.allreduce(evaluate(tree, mine[held], i_rows, mu, self.like_threshold))
+        self.rmse = {name: rmse(sums[t], sums[3]) for t, name in
                      enumerate(("tree_rmse", "global_mean_rmse", "item_baseline_rmse"))}
         if self.get_worker_id() == 0:
             (self.output_dir / "tree.json").write_text(json.dumps(

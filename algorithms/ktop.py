@@ -11,13 +11,15 @@ items by score (ties by id) are the recommendations.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 
-from paracel.algorithms.similarity import Neighbors, format_lists, gather_columns, sparse_topk
-from paracel.algorithms.svd import load_ratings_matrix
 from paracel import paralg
 from paracel._ext import rec_kernels
+from paracel._ext.rec_kernels import Neighbors, sparse_topk
+from paracel.params import InputPath, PositiveInt
 
 
 def adjust_ktop(neighbors: Neighbors, ratings: sp.spmatrix, low_limit: int = 1,
@@ -85,54 +87,45 @@ def precision_at(recs: Neighbors, test: sp.spmatrix, n: int) -> tuple[float, int
 class KTop(paralg):
     """Adjusted top-k item-based recommendation from a ratings file (``input``).
 
-    Workers own items (``fmap``): they gather the rating matrix through the servers, compute
-    their items' similarity lists (``paracel.algorithms.similarity.sparse_topk``) and adjusted k, and
-    publish the cut lists under ``ktop/nbr/<item>``; after a ``sync()`` each worker recommends
-    ``n`` items to its users (user id % workers == worker id). With a ``test`` file it logs
+    Workers own items (``fmap``): they assemble the whole rating matrix from every worker's
+    share, compute their items' similarity lists (``rec_kernels.sparse_topk``) and adjusted k,
+    and assemble the cut lists of every item the same way; then each worker recommends ``n``
+    items to its users (user id % workers == worker id). With a ``test`` file it logs
     precision@n. Writes ``best_k_<w>.txt`` and ``recommendations_<w>.txt``.
     """
 
-    def __init__(self, input: str, test: str | None = None, measure: str = "cosine", topk: int = 50,
-                 min_sim: float | None = None, min_cooc: int = 1, low_limit: int = 5, n: int = 10) -> None:
+    def __init__(self, input: InputPath, test: InputPath | None = None,
+                 measure: Literal["cosine", "jaccard"] = "cosine", topk: PositiveInt = 50,
+                 min_sim: float | None = None, min_cooc: PositiveInt = 1, low_limit: PositiveInt = 5,
+                 n: PositiveInt = 10) -> None:
         super().__init__()
-        if topk < 1 or low_limit < 1 or n < 1:
-            raise ValueError("need topk >= 1, low_limit >= 1 and n >= 1")
         self.input, self.test, self.measure, self.topk = input, test, measure, topk
         self.min_sim = -np.inf if min_sim is None else float(min_sim)
         self.min_cooc, self.low_limit, self.n = min_cooc, low_limit, n
         self.precision = float("nan")
 
     def solve(self) -> None:
-        own, items = load_ratings_matrix(self, self.input, "item")
-        full = gather_columns(self, own, items, "ktop/col").tocsr()
-        nb = sparse_topk(items, full, self.topk, self.measure, self.min_sim, self.min_cooc)
+        ratings = self.paracel_load_ratings(self.input, by="item")
+        # Each worker holds every rating (and computes every list) of its own items, so the
+        # sums over the workers are the whole rating matrix and the whole similarity matrix.
+        full = self.allreduce_sparse(ratings.matrix())
+        nb = sparse_topk(np.unique(ratings.items), full, self.topk, self.measure, self.min_sim, self.min_cooc)
         best_k, _ = adjust_ktop(nb, full, self.low_limit)
-        cut = prune(nb, best_k)
-        keep = np.flatnonzero(np.diff(cut.indptr) > 0)
-        self.paracel_write_multi([f"ktop/nbr/{cut.item_ids[r]}" for r in keep.tolist()],
-                                 [np.vstack([cut.row(r)[0].astype(np.float64), cut.row(r)[1]]) for r in keep])
-        self.sync()
-        table = self.paracel_read_prefix("ktop/nbr/")
-        rows = np.concatenate([[0]] + [np.full(v.shape[1], int(k.rsplit("/", 1)[1])) for k, v in table.items()])
-        pairs = np.hstack([np.zeros((2, 1))] + list(table.values()))
-        sim = sp.csr_matrix((pairs[1, 1:], (rows[1:], pairs[0, 1:].astype(np.int64))), shape=(full.shape[1],) * 2)
+        sim = self.allreduce_sparse(prune(nb, best_k).to_csr(full.shape[1]))
         wid, size = self.get_worker_id(), self.get_worker_size()
         users = np.flatnonzero(np.diff(full.indptr) > 0)
         users = users[users % size == wid]
         recs = recommend(users, full[users], sim, self.n)
         self.paracel_dump("best_k", dict(zip(nb.item_ids.tolist(), best_k.tolist())))
-        self.paracel_dump("recommendations", format_lists(recs))
+        self.paracel_dump("recommendations", recs.as_text())
         if self.test:
             self._score(recs)
 
     def _score(self, recs: Neighbors) -> None:
-        from paracel.loading import loadall
-
-        data = loadall(self.test, comm=self.worker_comm, fmt="ratings")
-        u, i = np.asarray(data["user"]), np.asarray(data["item"])
-        test = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(max(u.max(), recs.item_ids.max(initial=0)) + 1, i.max() + 1))
-        prec, users = precision_at(recs, test, self.n)
-        hits, count = self.worker_comm.allreduce(np.array([0.0 if users == 0 else prec * users * self.n, users]))
+        test = self.paracel_loadall_ratings(self.test)
+        shape = (max(test.shape[0], recs.item_ids.max(initial=-1) + 1), test.shape[1])
+        prec, users = precision_at(recs, test.matrix(shape), self.n)
+        hits, count = self.allreduce(np.array([0.0 if users == 0 else prec * users * self.n, users]))
         self.precision = float(hits / (count * self.n)) if count else float("nan")
         if self.get_worker_id() == 0:
             self.log_metrics(0, precision=self.precision, test_users=int(count))

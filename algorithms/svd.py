@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
-from mpi4py import MPI
 
 from paracel import paralg
+from paracel.params import InputPath, NonNegativeInt, PositiveInt, UnitInterval
 
 GramApply = Callable[[np.ndarray], np.ndarray]
 
@@ -81,67 +81,28 @@ def subspace_svd(gram: GramApply, n: int, k: int, oversample: int = 10, tol: flo
                        f"(worst residual {resid.max():.2e}); raise max_iter or oversample")
 
 
-def server_sum(alg: paralg, prefix: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A collective ``reduce(array) -> sum over workers`` through the parameter server.
-
-    Call ``n`` adds every worker's array into key ``prefix/n`` (``bupdate`` with ``add``),
-    ``sync()`` makes all of them visible, and every worker reads the same summed value back.
-    Worker 0 drops the key of call ``n - 1`` after the barrier of call ``n``, when every worker
-    has read it.
-    """
-    calls = [0]
-
-    def reduce(local: np.ndarray) -> np.ndarray:
-        n = calls[0]
-        calls[0] += 1
-        alg.paracel_bupdate(f"{prefix}/{n}", np.ascontiguousarray(local, dtype=np.float64))
-        alg.sync()
-        if n and alg.get_worker_id() == 0:
-            alg.paracel_remove(f"{prefix}/{n - 1}")
-        return np.asarray(alg.paracel_read(f"{prefix}/{n}"), dtype=np.float64)
-
-    return reduce
-
-
-def load_ratings_matrix(alg: paralg, path: str, by: str) -> tuple[sp.csr_matrix, np.ndarray]:
-    """This worker's ratings, every rating of a ``by`` key ("user" or "item") on one worker,
-    as a CSR matrix of the global shape (raw ids are indices, so shape = max id + 1), and the
-    ``by`` ids it owns."""
-    from paracel.loading import load
-
-    data = load(path, comm=alg.worker_comm, fmt="ratings", shuffle="fmap", row_key=by)
-    users, items, values = (np.asarray(data[c]) for c in ("user", "item", "rating"))
-    local_max = np.array([users.max(initial=-1), items.max(initial=-1)], dtype=np.int64)
-    shape = np.empty_like(local_max)
-    alg.worker_comm.Allreduce(local_max, shape, op=MPI.MAX)
-    matrix = sp.csr_matrix((values.astype(np.float64), (users, items)), shape=tuple(shape + 1))
-    matrix.sum_duplicates()
-    return matrix, np.unique(users if by == "user" else items)
-
-
 class SVD(paralg):
-    """Truncated SVD of the users x items rating matrix in ``input`` (needs no staleness:
-    every Gram product is summed with a ``sync()``).
+    """Truncated SVD of the users x items rating matrix in ``input`` (needs no staleness: every
+    Gram product is summed across the workers with ``allreduce``).
 
-    Workers own users (rows, ``fmap``); each iteration sums A_p^T A_p V through the servers.
+    Workers own users (rows, ``fmap``); each iteration sums A_p^T A_p V over the workers.
     Writes ``singular_values.txt`` and ``right_vectors.npy`` (worker 0; row = item id) and
     ``left_vectors_<w>.npy`` (row ids in ``left_ids_<w>.npy``), and logs iterations/residual.
     """
 
-    def __init__(self, input: str, k: int = 20, oversample: int = 10, tol: float = 1e-8,
-                 max_iter: int = 500, seed: int = 0) -> None:
+    def __init__(self, input: InputPath, k: PositiveInt = 20, oversample: NonNegativeInt = 10,
+                 tol: UnitInterval = 1e-8, max_iter: PositiveInt = 500,
+                 seed: NonNegativeInt = 0) -> None:
         super().__init__()
-        if k < 1 or oversample < 0 or not 0 < tol < 1 or max_iter < 1:
-            raise ValueError("need k >= 1, oversample >= 0, 0 < tol < 1 and max_iter >= 1")
         self.input, self.k, self.oversample, self.tol = input, k, oversample, tol
         self.max_iter, self.seed = max_iter, seed
         self.result: SVDResult | None = None
 
     def solve(self) -> None:
-        rows, users = load_ratings_matrix(self, self.input, "user")
-        reduce = server_sum(self, "svd/gram")
+        ratings = self.paracel_load_ratings(self.input, by="user")
+        rows, users = ratings.matrix(), np.unique(ratings.users)
         local = gram_of_block(rows)
-        res = subspace_svd(lambda v: reduce(local(v)), rows.shape[1], self.k, self.oversample,
+        res = subspace_svd(lambda v: self.allreduce(local(v)), rows.shape[1], self.k, self.oversample,
                            self.tol, self.max_iter, self.seed)
         self.result = res
         wid, out = self.get_worker_id(), self.output_dir

@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 
 from paracel import paralg
+from paracel.params import InputPath, PositiveInt
 
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
@@ -28,7 +29,7 @@ class WordCount(paralg):
     frequent first) and ``topk.txt`` in the output folder.
     """
 
-    def __init__(self, input: str, topk: int = 10, min_length: int = 1):
+    def __init__(self, input: InputPath, topk: PositiveInt = 10, min_length: PositiveInt = 1) -> None:
         self.input = input
         self.topk = topk
         self.min_length = min_length
@@ -41,7 +42,7 @@ class WordCount(paralg):
         self.set_total_iters(1)
         self.iter_commit()
         self.sync()
-        totals = self.worker_comm.allreduce(np.array([len(lines), sum(counts.values())], dtype=np.int64))
+        totals = self.allreduce(np.array([len(lines), sum(counts.values())], dtype=np.int64))
         self.log_metrics(1, lines=int(totals[0]), words=int(totals[1]))
         if self.get_worker_id() != 0:
             return

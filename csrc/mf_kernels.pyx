@@ -1,11 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Inner loops of matrix factorization (biased SGD and weighted-lambda ALS) over whole arrays.
+"""The biased factor model shared by matrix factorization (SGD), ALS and the cold-start tree.
 
-Both algorithms keep one row per entity in the layout ``[f_0 .. f_{k-1}, bias]`` (shape
+Every algorithm keeps one row per entity in the layout ``[f_0 .. f_{k-1}, bias]`` (shape
 ``(n, k + 1)``, float64, C-contiguous), so a user or an item is a single parameter-server
 value and prediction is ``mu + u[k] + v[k] + u[:k] . v[:k]``. Ratings are three parallel
 arrays: ``users`` and ``items`` (int32 row indices into the user and item matrices) and
-``ratings`` (float64).
+``ratings`` (float64). The inner loops are Cython over whole arrays; the Python-level helpers
+at the end (initial rows, squared error, the ALS half-step) are the model's other shared parts.
 """
 import numpy as np
 cimport numpy as cnp
@@ -148,3 +149,34 @@ def als_normal_equations(const int32_t[::1] rows, const int32_t[::1] cols, const
                 for j in range(i + 1, d):
                     A[row, j, i] = A[row, i, j]
     return A_arr, b_arr, cnt_arr
+
+
+# -- Python-level parts of the model, shared by the algorithms that use it
+
+def initial_rows(all_ids, ids, rank, std, seed):
+    """Initial rows (len(ids), rank+1) for ``ids``: factors N(0, std^2) and bias 0 for an id in
+    the sorted ``all_ids``, a zero row for any other id. A row depends only on the id's place
+    in ``all_ids`` and the seed, so every worker (and every worker count) starts it the same."""
+    table = np.zeros((len(all_ids), rank + 1))
+    table[:, :rank] = np.random.default_rng(seed).normal(0.0, std, (len(all_ids), rank))
+    known = np.isin(ids, all_ids)
+    out = np.zeros((len(ids), rank + 1))
+    out[known] = table[np.searchsorted(all_ids, ids[known])]
+    return out
+
+
+def squared_error(users, items, ratings, U, V, mu, lo, hi):
+    """(sum of squared errors, predictions clipped to ``[lo, hi]``) of ratings given as row
+    indices (int32) into ``U`` and ``V``."""
+    pred = predict(users, items, U, V, mu, lo, hi)
+    return float(np.sum((pred - ratings) ** 2)), pred
+
+
+def solve_rows(rows, cols, ratings, other, n_rows, mu, lam, biases=True):
+    """One ALS half-step: the (n_rows, k+1) rows minimising the weighted-lambda objective
+    against the fixed ``other`` rows, given ratings as row/col indices (int32). A row with no
+    ratings solves to zero (the prior)."""
+    A, b, counts = als_normal_equations(rows, cols, ratings, other, n_rows, mu, 1.0 if biases else 0.0)
+    # lambda * max(n, 1) keeps a row without ratings solvable (it then solves to 0).
+    A += (lam * np.maximum(counts, 1))[:, None, None] * np.eye(other.shape[1])
+    return np.linalg.solve(A, b[..., None])[..., 0]

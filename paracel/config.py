@@ -1,14 +1,17 @@
-"""Job configs: JSON files validated on load (unknown or missing fields are errors)."""
+"""Job configs: JSON files validated on load (unknown or missing fields and wrong types are
+errors; params are typed by the algorithm's constructor, see ``paracel.params``)."""
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from paracel.errors import ConfigError
+from paracel.importing import NotImportable, import_by_name, is_import_name
+from paracel.params import Mismatch, conform
 
 FIELDS = {"algorithm", "params", "staleness", "output", "cache", "description"}
 
@@ -37,6 +40,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: Iterable[str] = 
     """Read and validate a config (a JSON file or a dict), applying ``KEY=VALUE`` overrides
     (``KEY`` a field or ``params.NAME``; ``VALUE`` JSON, else a plain string).
 
+    ``params`` come back as the constructor takes them (see :func:`conform_params`).
     Raises ``ConfigError`` naming the file and the field at fault.
     """
     where = str(source) if not isinstance(source, dict) else "<config dict>"
@@ -62,7 +66,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: Iterable[str] = 
         raw["output"] = str(Path("out") / Path(source).stem)
     config = JobConfig(**raw)
     _check_types(config, where)
-    check_params(resolve_algorithm(config.algorithm, where), config.params, where)
+    config.params = conform_params(resolve_algorithm(config.algorithm, where), config.params, where)
     return config
 
 
@@ -85,7 +89,7 @@ def _apply_override(raw: dict[str, Any], item: str, where: str) -> None:
 
 def _check_types(config: JobConfig, where: str) -> None:
     checks = [
-        ("algorithm", isinstance(config.algorithm, str) and ":" in config.algorithm, 'a "module:Class" string'),
+        ("algorithm", is_import_name(config.algorithm), 'a "module:Class" string'),
         ("params", isinstance(config.params, dict), "an object"),
         ("staleness", config.staleness is None or (type(config.staleness) is int and config.staleness >= 0),
          "an integer >= 0, or null for asynchronous"),
@@ -102,18 +106,22 @@ def resolve_algorithm(spec: str, where: str = "config") -> type:
     """Import the ``paralg`` subclass named ``"module:Class"``; raises ``ConfigError``."""
     from paracel.paralg import paralg
 
-    module_name, _, class_name = spec.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{where}: field 'algorithm': cannot import {spec!r}: {exc}") from None
+        cls = import_by_name(spec)
+    except NotImportable as exc:
+        raise ConfigError(f"{where}: field 'algorithm': {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, paralg)):
         raise ConfigError(f"{where}: field 'algorithm': {spec!r} is not a paracel.paralg subclass")
     return cls
 
 
-def check_params(cls: type, params: dict[str, Any], where: str = "config") -> None:
-    """Check ``params`` against the keyword arguments of ``cls.__init__``."""
+def conform_params(cls: type, params: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """``params`` checked against the keyword arguments of ``cls.__init__``: their names, and
+    their values against the annotations (``paracel.params.conform``); returns the values as the
+    constructor takes them (an int given for a float param becomes a float).
+
+    Raises ``ConfigError`` naming ``params.NAME``, and for a value the expected type and the value.
+    """
     signature = inspect.signature(cls.__init__)
     accepted = {n: p for n, p in list(signature.parameters.items())[1:]
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
@@ -125,3 +133,18 @@ def check_params(cls: type, params: dict[str, Any], where: str = "config") -> No
     missing = [n for n, p in accepted.items() if p.default is p.empty and n not in params]
     if missing:
         raise ConfigError(f"{where}: missing field 'params.{missing[0]}' for {cls.__name__}")
+    try:
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    except Exception as exc:  # a bad annotation is the algorithm's bug; name it, do not guess
+        raise ConfigError(f"{where}: field 'algorithm': cannot read the parameter annotations of "
+                          f"{cls.__name__}: {type(exc).__name__}: {exc}") from None
+    conformed = {}
+    for name, value in params.items():
+        try:
+            conformed[name] = conform(value, hints.get(name, Any))
+        except Mismatch as exc:
+            raise ConfigError(f"{where}: field 'params.{name}{exc.path}' {exc}") from None
+        except TypeError as exc:  # the annotation itself is at fault
+            raise ConfigError(f"{where}: field 'algorithm': {cls.__name__} cannot check "
+                              f"'params.{name}': {exc}") from None
+    return conformed

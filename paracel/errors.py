@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 class ParacelError(Exception):
-    """Base class of every error paracel raises on purpose."""
+    """Base class of every error paracel raises on purpose (``paracel.loading.LoadError`` too)."""
 
 
 class ConfigError(ParacelError, ValueError):

@@ -9,9 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from paracel.config import JobConfig, load_config
 from paracel.errors import ConfigError, JobFailed
@@ -73,13 +74,28 @@ def prepare(config: str | Path | dict[str, Any], staleness: Any = _KEEP, overrid
         items.append(f"staleness={json.dumps(staleness)}")
     if output is not None:
         items.append(f"output={json.dumps(str(output))}")
-    job = load_config(config, items)
+    with _current_folder_importable():
+        job = load_config(config, items)
     out = Path(job.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     job.output = str(out)
     resolved = out / "config.json"
     resolved.write_text(job.to_json() + "\n", encoding="utf-8")
     return job, resolved
+
+
+@contextmanager
+def _current_folder_importable() -> Iterator[None]:
+    """Import the algorithm as the ranks will (``job_env``): user modules from the current folder.
+
+    The ``prun`` command's own path holds its script folder instead, not the user's.
+    """
+    folder = os.getcwd()
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
 
 
 def build_command(resolved_config: Path, workers: int, servers: int, mode: str = "local",

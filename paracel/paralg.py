@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
     from mpi4py import MPI
 
     from paracel.client import ParamClient
+    from paracel.collectives import ReduceOp
+    from paracel.ratings import Owner, Ratings
 
 Key = int | str
 
@@ -97,6 +100,57 @@ class paralg:  # noqa: N801 - the name users know from Paracel
         from paracel.loading import sequential_loadall
         return sequential_loadall(pattern, callback, comm=self.worker_comm, **options)
 
+    def paracel_load_ratings(self, pattern: Any, by: "Owner" = "user") -> "Ratings":
+        """This worker's ratings (``user item rating [time]`` lines), every rating of a user
+        (``by="user"``) or of an item (``by="item"``) on one worker; see ``paracel.ratings``."""
+        from paracel.ratings import load_ratings
+        return load_ratings(pattern, self.worker_comm, by)
+
+    def paracel_loadall_ratings(self, pattern: Any) -> "Ratings":
+        """Every rating in ``pattern`` on every worker; see ``paracel.ratings``."""
+        from paracel.ratings import loadall_ratings
+        return loadall_ratings(pattern, self.worker_comm)
+
+    # -- collectives over the workers (paracel.collectives: they wait without spinning; every
+    #    worker must call them in the same order). Like the loaders, imported when called: they
+    #    start MPI, and the launcher imports this module only to check a config.
+    def allreduce(self, values: Any, op: "ReduceOp" = "sum") -> np.ndarray:
+        """Element-wise ``op`` ("sum", "min", "max") of every worker's numeric array (same
+        shape and dtype on every worker, kept in the result)."""
+        from paracel import collectives
+        return collectives.allreduce(self.worker_comm, values, op)
+
+    def allreduce_sparse(self, matrix: "sp.spmatrix") -> "sp.csr_matrix":
+        """Element-wise sum of every worker's sparse matrix (same shape), as CSR; with disjoint
+        entries, the whole matrix on every worker."""
+        from paracel import collectives
+        return collectives.allreduce_sparse(self.worker_comm, matrix)
+
+    def allgather_array(self, rows: Any) -> np.ndarray:
+        """Every worker's ``rows`` (n_w, *shape) concatenated along axis 0, in worker order."""
+        from paracel import collectives
+        return collectives.allgather_array(self.worker_comm, rows)
+
+    def union_ids(self, ids: Any) -> np.ndarray:
+        """The sorted unique int64 ids held by any worker."""
+        from paracel import collectives
+        return collectives.union_ids(self.worker_comm, ids)
+
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        """Every worker's picklable ``obj`` in worker order on worker ``root``, None elsewhere."""
+        from paracel import collectives
+        return collectives.gather(self.worker_comm, obj, root)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        """Worker ``root``'s picklable ``obj`` on every worker."""
+        from paracel import collectives
+        return collectives.bcast(self.worker_comm, obj, root)
+
+    def allgather(self, obj: Any) -> list[Any]:
+        """Every worker's picklable ``obj`` in worker order, on every worker."""
+        from paracel import collectives
+        return collectives.allgather(self.worker_comm, obj)
+
     # -- parameters
     def paracel_read(self, key: Key) -> Any:
         """The value of ``key`` as stored (same type, dtype and shape); raises ``KeyError``."""
@@ -105,6 +159,16 @@ class paralg:  # noqa: N801 - the name users know from Paracel
     def paracel_read_multi(self, keys: Sequence[Key] | np.ndarray, as_array: bool = False) -> list[Any] | np.ndarray:
         """Values of ``keys`` in order: a list, or with ``as_array`` one array (n, *shape)."""
         return self._client.read(keys, as_array=as_array)
+
+    def paracel_read_rows(self, keys: np.ndarray, width: int, present: np.ndarray | None = None) -> np.ndarray:
+        """Float64 rows (len(keys), width) of ``keys``; where the bool mask ``present`` is false
+        the row is zero and not read (e.g. ids the model has no row for)."""
+        out = np.zeros((len(keys), width))
+        where = np.ones(len(keys), bool) if present is None else np.asarray(present, bool)
+        if where.any():
+            rows = self.paracel_read_multi(np.asarray(keys)[where], as_array=True)
+            out[where] = np.asarray(rows, dtype=np.float64).reshape(-1, width)
+        return out
 
     def paracel_write(self, key: Key, value: Any) -> None:
         """Store ``value`` (a number or numpy array) under ``key``."""
@@ -184,7 +248,7 @@ class paralg:  # noqa: N801 - the name users know from Paracel
             np.save(path, data)
             return path
         if gather:
-            parts = self.worker_comm.gather(dict(data), root=0)
+            parts = self.gather(dict(data))
             if self.get_worker_id() != 0:
                 return None
             data = {k: v for part in parts for k, v in part.items()}

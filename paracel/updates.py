@@ -5,10 +5,11 @@ Built-ins are named (``add`` is the default); a user's own is named
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import numpy as np
+
+from paracel.importing import NotImportable, import_function, is_import_name
 
 UpdateFn = Callable[[Any, Any], Any]
 
@@ -44,14 +45,11 @@ def resolve(name: str) -> UpdateFn:
         fn = BUILTIN_UFUNCS[name]
     elif name == REPLACE:
         fn = _replace
-    elif ":" in name:
-        module_name, _, attr = name.partition(":")
+    elif is_import_name(name):
         try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import update function {name!r}: {exc}") from exc
-        if not callable(fn):
-            raise ValueError(f"update function {name!r} is not callable")
+            fn = import_function(name)
+        except NotImportable as exc:
+            raise ValueError(f"cannot import update function {name!r}: {exc.reason}") from None
     else:
         raise ValueError(f"unknown update function {name!r}: use one of {sorted(BUILTIN_NAMES)} "
                          f"or 'package.module:function'")

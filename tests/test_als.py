@@ -36,7 +36,7 @@ def test_normal_equations_reject_bad_row() -> None:
 
 
 def test_solve_rows_minimises_the_weighted_lambda_objective() -> None:
-    from paracel.algorithms.als import solve_rows
+    from paracel._ext.mf_kernels import solve_rows
 
     rng = np.random.default_rng(1)
     n_rows, n_cols, k, lam, mu = 4, 6, 2, 0.3, 3.0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from paracel.algorithms.als import solve_rows
+from paracel._ext.mf_kernels import solve_rows
 from paracel.algorithms.dtree_rec import DISLIKE, LIKE, UNKNOWN, best_split, features, grow_tree, level_stats
 from test_similarity import load_ratings
 

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from paracel.algorithms.ktop import adjust_ktop, precision_at, prune, recommend
-from paracel.algorithms.similarity import Neighbors, sparse_topk
+from paracel._ext.rec_kernels import Neighbors, sparse_topk
 from test_similarity import assert_ranking, brute_sparse, brute_topk, load_ratings
 
 K, LOW, N = 30, 5, 10

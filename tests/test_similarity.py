@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from paracel.algorithms.similarity import Neighbors, dense_topk, sparse_topk
+from paracel._ext.rec_kernels import Neighbors, dense_topk, sparse_topk
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-100k"
 

@@ -14,7 +14,9 @@ import numpy as np
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from .errors import LoadError, agree
+from paracel import collectives
+
+from .errors import LoadError
 from .formats import Format, FvecFormat, LibsvmFormat, make_format
 from .inputs import InputFile, Pattern, describe, resolve
 from .records import LoadInfo, Lines, Records, SparseRows, Table
@@ -116,6 +118,22 @@ def sequential_loadall(pattern: Pattern, callback: Callable[[Result], Any], *,
     return info
 
 
+def agree(comm: MPI.Intracomm, error: BaseException | None) -> None:
+    """Collective: raise on every worker if any worker failed, so none goes on with partial data.
+
+    The failing worker re-raises its own exception; the others raise a :class:`LoadError`
+    quoting the first failing rank's message (this also keeps them out of a later collective
+    that the failed worker would never enter).
+    """
+    message = None if error is None else f"{type(error).__name__}: {error}"
+    messages = collectives.allgather(comm, message)
+    if error is not None:
+        raise error
+    for rank, msg in enumerate(messages):
+        if msg is not None:
+            raise LoadError(f"loading failed on worker {rank}: {msg}")
+
+
 def _format(fmt: str | Callable, on_error: str, options: dict[str, Any]) -> Format:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
@@ -154,7 +172,7 @@ def _read_all(pattern: Pattern, form: Format, comm: MPI.Intracomm,
 
 def _report(info: LoadInfo, comm: MPI.Intracomm, every_worker_reads_all: bool) -> None:
     """Fill ``skipped_total`` and warn (once, on rank 0) about skipped lines."""
-    counts = comm.allgather((info.skipped, info.first_skipped))
+    counts = collectives.allgather(comm, (info.skipped, info.first_skipped))
     info.skipped_total = counts[0][0] if every_worker_reads_all else sum(c for c, _ in counts)
     firsts = [f for _, f in counts if f]
     if info.skipped_total and comm.Get_rank() == 0:
@@ -166,10 +184,10 @@ def _agree_shape(result: Result, form: Format, comm: MPI.Intracomm) -> None:
     """Collective: the same feature count (libsvm) or vector length (fvec) on every worker."""
     if isinstance(form, LibsvmFormat) and form.n_features is None:
         X = result.X
-        n = comm.allreduce(X.shape[1], op=MPI.MAX)
+        n = int(collectives.allreduce(comm, X.shape[1], "max"))
         result.X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], n))
     elif isinstance(form, FvecFormat):
-        dims = {d for d in comm.allgather(form.dim if len(result) else None) if d is not None}
+        dims = {d for d in collectives.allgather(comm, form.dim if len(result) else None) if d is not None}
         if len(dims) > 1:
             raise LoadError(f"fvec vectors have different lengths on different workers: "
                             f"{sorted(dims)}")

@@ -7,8 +7,10 @@ import numpy as np
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from .api import load
-from .errors import LoadError, agree
+from paracel import collectives
+
+from .api import agree, load
+from .errors import LoadError
 from .inputs import Pattern
 from .records import GraphShard, IdMap, MatrixShard, Table
 from .shuffle import exchange, owners
@@ -48,7 +50,7 @@ def load_as_graph(pattern: Pattern, *, comm: MPI.Intracomm, fmt: str | Callable 
     return GraphShard(vertices, out_adj, out_nbrs, in_adj, in_nbrs,
                       np.bincount(out_rows, minlength=n).astype(np.int64),
                       np.bincount(in_cols, minlength=n).astype(np.int64),
-                      comm.allreduce(n), comm.allreduce(len(out_rows)), table.info)
+                      int(collectives.allreduce(comm, n)), int(collectives.allreduce(comm, len(out_rows))), table.info)
 
 
 def load_as_matrix(pattern: Pattern, *, comm: MPI.Intracomm, fmt: str | Callable = "ratings",
@@ -81,7 +83,7 @@ def load_as_matrix(pattern: Pattern, *, comm: MPI.Intracomm, fmt: str | Callable
                              f" for columns {list(table.columns)}")
     rows = IdMap.build(table[row])
     local_cols = IdMap.build(table[col])
-    cols = IdMap(_union(local_cols.ids, comm)) if col_map == "global" else local_cols
+    cols = IdMap(collectives.union_ids(comm, local_cols.ids)) if col_map == "global" else local_cols
     vals = (table[value].astype(np.float64) if value in table.columns
             else np.ones(len(table)))
     matrix = sp.csr_matrix((vals, (rows.to_local(table[row]), cols.to_local(table[col]))),
@@ -107,12 +109,3 @@ def _table(result: Any, fmt: Any) -> Table:
         raise ValueError(f"format {fmt!r} does not give a table of columns")
     return result
 
-
-def _union(ids: np.ndarray, comm: MPI.Intracomm) -> np.ndarray:
-    """Collective: sorted union of every worker's int64 ``ids``."""
-    counts = np.array(comm.allgather(len(ids)), dtype=np.int64)
-    everything = np.empty(int(counts.sum()), dtype=np.int64)
-    displs = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    comm.Allgatherv(np.ascontiguousarray(ids, dtype=np.int64),
-                    [everything, (counts, displs), MPI.INT64_T])
-    return np.unique(everything)

@@ -1,11 +1,12 @@
-"""Loading errors, and the collective check that makes every worker fail together."""
+"""The errors of data loading."""
 from __future__ import annotations
 
-from mpi4py import MPI
+from paracel.errors import ParacelError
 
 
-class LoadError(ValueError):
-    """Bad input: a malformed line (message names file and line), a missing path or an empty glob."""
+class LoadError(ParacelError, ValueError):
+    """Bad input: a malformed line (message names file and line), a missing path or an empty glob,
+    or a parser that cannot be imported."""
 
 
 class LineError(ValueError):
@@ -15,18 +16,3 @@ class LineError(ValueError):
         super().__init__(message)
         self.index = index
 
-
-def agree(comm: MPI.Intracomm, error: BaseException | None) -> None:
-    """Collective: raise on every worker if any worker failed, so none goes on with partial data.
-
-    The failing worker re-raises its own exception; the others raise a :class:`LoadError`
-    quoting the first failing rank's message (this also keeps them out of a later collective
-    that the failed worker would never enter).
-    """
-    message = None if error is None else f"{type(error).__name__}: {error}"
-    messages = comm.allgather(message)
-    if error is not None:
-        raise error
-    for rank, msg in enumerate(messages):
-        if msg is not None:
-            raise LoadError(f"loading failed on worker {rank}: {msg}")

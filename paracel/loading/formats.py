@@ -6,13 +6,13 @@ of each file), ``parse(chunk, skip_bad) -> (part, skipped, first_error)`` and
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Protocol, Sequence, Union
 
 import numpy as np
 import scipy.sparse as sp
 
 from paracel._ext.parse import parse_libsvm, parse_table
+from paracel.importing import NotImportable, import_function, is_import_name
 
 from .errors import LineError, LoadError
 from .inputs import InputFile, file_label, line_number, open_stream
@@ -285,16 +285,13 @@ class UserFormat(LinesFormat):
 
 
 def resolve_parser(parser: Parser) -> Callable[[list[str]], Any]:
-    """A parser callable from itself or from ``"package.module:function"``."""
+    """A parser callable from itself or from ``"package.module:function"``; raises LoadError."""
     if callable(parser):
         return parser
-    module, sep, name = str(parser).partition(":")
-    if not sep:
-        raise ValueError(f"parser {parser!r} is neither a format name nor 'package.module:function'")
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import parser {parser!r}: {exc}") from exc
+        return import_function(parser)
+    except NotImportable as exc:
+        raise LoadError(f"cannot import parser {parser!r}: {exc.reason}") from None
 
 
 def parse_layout(columns: Sequence) -> list[tuple[str, str]]:
@@ -316,7 +313,7 @@ def make_format(fmt: str | Callable, *, columns: Sequence | None = None, header:
                 dim: int | None = None, delimiter: str | None = None) -> Format:
     """The format object for ``fmt`` (a name below, or a user parser); raises ValueError."""
     com = None if comment is None else comment.encode()
-    if callable(fmt) or (isinstance(fmt, str) and ":" in fmt):
+    if callable(fmt) or is_import_name(fmt):
         return UserFormat(fmt, header)
     if fmt == "lines":
         return LinesFormat(header)

@@ -8,7 +8,8 @@ so every rank computes the same owner for a key:
 - ``fsmap``: the W workers form a grid of R x C (R the largest divisor of W not above sqrt(W));
   owner = (hash(row) % R) * C + hash(col) % C, so one worker holds one block of the matrix.
 
-Records move with one buffer-based ``Alltoallv`` per column (numpy buffers, no pickling).
+Records move with one buffer-based ``Ialltoallv`` per column (numpy buffers, no pickling),
+waited for without spinning.
 Received records are ordered by source rank, then by their order there.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
 from paracel._ext.hashing import hash_int_keys
+from paracel.collectives import wait
 
 MODES = ("fmap", "smap", "fsmap")
 
@@ -61,7 +63,7 @@ def exchange(columns: dict[str, np.ndarray], dest: np.ndarray,
     order = np.argsort(dest, kind="stable")
     send_counts = np.bincount(dest, minlength=size).astype(np.int64)
     recv_counts = np.empty(size, dtype=np.int64)
-    comm.Alltoall(send_counts, recv_counts)
+    wait(comm.Ialltoall(send_counts, recv_counts))
     out = {}
     for name, col in columns.items():
         width = math.prod(col.shape[1:])
@@ -72,7 +74,7 @@ def exchange(columns: dict[str, np.ndarray], dest: np.ndarray,
             continue
         dtype = from_numpy_dtype(col.dtype)
         sc, rc = send_counts * width, recv_counts * width
-        comm.Alltoallv([send, (sc, _displs(sc)), dtype], [recv, (rc, _displs(rc)), dtype])
+        wait(comm.Ialltoallv([send, (sc, _displs(sc)), dtype], [recv, (rc, _displs(rc)), dtype]))
     return out
 
 
