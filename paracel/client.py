@@ -1,20 +1,31 @@
 """A worker's connection to the parameter servers and the clock: routing, batching, SSP cache."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 from mpi4py import MPI
 
-from paracel.errors import ParacelError, RemoteKeyError, ServerError
+from paracel.batch import INT_KEYS, STR_KEYS, Key, KeyBatch, ValueBatch
 from paracel.layout import Layout
+from paracel.protocol import (Contains, Done, ErrorReply, Flush, Items, Pull, Push, Remove, Reply, Request, Sync, Tick,
+                              TopK, Update)
 from paracel.ring import KeyRing
 from paracel.waiting import probe
-from paracel.wire import TAG_REPLY, TAG_REQUEST, Key, KeyBatch, Receiver, ValueBatch, send
+from paracel.wire import TAG_REPLY, TAG_REQUEST, Receiver, send
 
 Keys = Sequence[Key] | np.ndarray
 #: A write of this many keys or more empties the whole read cache instead of key by key.
 FORGET_ALL_FROM = 256
+
+
+class Share(NamedTuple):
+    """The part of a batch that one server holds."""
+
+    rank: int
+    positions: np.ndarray  # of its keys in the batch
+    keys: KeyBatch
+    values: ValueBatch | None
 
 
 class ParamClient:
@@ -40,39 +51,36 @@ class ParamClient:
         self._unflushed: set[int] = set()
 
     # -- messaging
-    def _send(self, server: int, header: dict[str, Any], buffers: list[np.ndarray]) -> None:
-        send(self.comm, self.layout.server_rank(server), TAG_REQUEST, header, buffers)
+    def call(self, calls: Sequence[tuple[int, Request]]) -> list[Reply]:
+        """Send each request to its rank, then collect the replies of those that await one, in order.
 
-    def _receive(self, rank: int) -> tuple[dict[str, Any], list[np.ndarray]]:
-        probe(self.comm, rank, TAG_REPLY, self.status)
-        header = self.receiver.header(self.status)
-        return header, self.receiver.payload(rank, header, reuse=False)
-
-    def _call(self, requests: list[tuple[int, dict[str, Any], list[np.ndarray]]]) -> list[tuple[dict, list]]:
-        """Send one request per server, then collect every reply; raises the first error."""
-        for server, header, buffers in requests:
-            self._send(server, header, buffers)
-        replies = [self._receive(self.layout.server_rank(server)) for server, _, _ in requests]
-        for (server, _, _), (header, _) in zip(requests, replies):
-            if not header["ok"]:
-                if header["etype"] == "KeyError":
-                    raise RemoteKeyError(header["error"])
-                raise ServerError(f"server rank {self.layout.server_rank(server)}: {header['error']}")
+        Raises the exception the first error reply stands for (``RemoteKeyError``,
+        ``ServerError`` or ``ParacelError``), after every reply has arrived.
+        """
+        for rank, request in calls:
+            send(self.comm, rank, TAG_REQUEST, *request.encode())
+        awaited = [(rank, request) for rank, request in calls if request.awaits_reply]
+        received = []
+        for rank, _ in awaited:
+            probe(self.comm, rank, TAG_REPLY, self.status)
+            header = self.receiver.header(self.status)
+            received.append((header, self.receiver.payload(rank, header, reuse=False)))
+        replies = [request.read_reply(header, buffers) for (_, request), (header, buffers) in zip(awaited, received)]
+        for (rank, _), reply in zip(awaited, replies):
+            if isinstance(reply, ErrorReply):
+                raise reply.exception(f"{self.layout.role(rank)} rank {rank}")
         return replies
 
-    def _per_server(self, op: str, keys: KeyBatch, values: ValueBatch | None = None,
-                    **fields: Any) -> tuple[list[tuple[int, dict, list]], list[np.ndarray]]:
-        requests, positions = [], []
+    def _split(self, keys: KeyBatch, values: ValueBatch | None = None) -> list[Share]:
+        """The share of ``keys`` (and ``values``) of every server that holds some of them."""
+        shares = []
         for server, where in self.ring.split(keys):
-            part = keys if len(where) == len(keys) else keys.take(where)
-            header, buffers = {"op": op, **part.header(), **fields}, part.buffers()
-            if values is not None:
-                vals = values if len(where) == len(values) else values.take(where)
-                header.update(vals.header())
-                buffers = buffers + vals.buffers()
-            requests.append((server, header, buffers))
-            positions.append(where)
-        return requests, positions
+            if len(where) == len(keys):
+                shares.append(Share(self.layout.server_rank(server), where, keys, values))
+            else:
+                part_values = values.take(where) if values is not None else None
+                shares.append(Share(self.layout.server_rank(server), where, keys.take(where), part_values))
+        return shares
 
     # -- reads
     def read(self, keys: Keys | Key, as_array: bool = False) -> list[Any] | np.ndarray:
@@ -88,10 +96,9 @@ class ParamClient:
             if values is not None:
                 return _output(values, as_array)
         stamp = self.known_min
-        requests, positions = self._per_server("pull", batch)
-        replies = self._call(requests)
-        parts = [ValueBatch.from_wire(h, bufs, len(pos)) for (h, bufs), pos in zip(replies, positions)]
-        values = _combine(parts, positions, len(batch))
+        shares = self._split(batch)
+        replies = self.call([(share.rank, Pull(share.keys)) for share in shares])
+        values = _combine([reply.values for reply in replies], [share.positions for share in shares], len(batch))
         if names:
             private = values.take(np.arange(len(values)))  # a copy the user cannot modify
             self._cache.update(zip(names, ((stamp, private, i) for i in range(len(names)))))
@@ -111,31 +118,33 @@ class ParamClient:
     def contains(self, keys: Keys | Key) -> np.ndarray:
         """Bool array: which keys some server holds."""
         batch = KeyBatch.of(keys)
-        requests, positions = self._per_server("contains", batch)
+        shares = self._split(batch)
         out = np.zeros(len(batch), dtype=bool)
-        for (_, bufs), pos in zip(self._call(requests), positions):
-            out[pos] = bufs[0].view(bool)
+        replies = self.call([(share.rank, Contains(share.keys)) for share in shares])
+        for share, reply in zip(shares, replies):
+            out[share.positions] = reply.present
         return out
 
-    def _gather(self, op: str, **fields: Any) -> tuple[list[Key], list[Any]]:
+    def _scan(self, request_for: Callable[[str], Items], prefix: str | None) -> tuple[list[Key], list[Any]]:
+        """Keys and values from every server, asking ``request_for(kind)`` for each key kind
+        (str keys only, where ``prefix`` filters them)."""
         keys: list[Key] = []
         values: list[Any] = []
-        for kind in ("s",) if fields.get("prefix") is not None else ("i", "s"):
-            requests = [(s, {"op": op, "kind": kind, **fields}, []) for s in range(self.layout.nservers)]
-            for header, bufs in self._call(requests):
-                part, rest = KeyBatch.from_wire(header, bufs)
-                keys += part.to_list()
-                values += ValueBatch.from_wire(header, rest, header["n"]).to_list()
+        for kind in (STR_KEYS,) if prefix is not None else (INT_KEYS, STR_KEYS):
+            servers = range(self.layout.nservers)
+            for reply in self.call([(self.layout.server_rank(s), request_for(kind)) for s in servers]):
+                keys += reply.keys.to_list()
+                values += reply.values.to_list()
         return keys, values
 
     def items(self, prefix: str | None = None) -> dict[Key, Any]:
         """Every key (or every str key starting with ``prefix``) and its value."""
-        return dict(zip(*self._gather("items", prefix=prefix)))
+        return dict(zip(*self._scan(lambda kind: Items(kind, prefix), prefix)))
 
     def topk(self, k: int, prefix: str | None = None) -> list[tuple[Key, Any]]:
         """The ``k`` (key, value) pairs with the largest scalar values, largest first
         (ties: the smaller key first; int keys sort before str keys)."""
-        keys, values = self._gather("topk", k=k, prefix=prefix)
+        keys, values = self._scan(lambda kind: TopK(kind, prefix, k), prefix)
         pairs = sorted(zip(keys, values), key=lambda kv: (-kv[1], isinstance(kv[0], str), kv[0]))
         return pairs[:k]
 
@@ -154,7 +163,8 @@ class ParamClient:
         """Store ``values`` under ``keys``; returns once every server has stored them."""
         batch = KeyBatch.of(keys)
         self._forget(batch)
-        self._call(self._per_server("push", batch, ValueBatch.of(values, len(batch)))[0])
+        shares = self._split(batch, ValueBatch.of(values, len(batch)))
+        self.call([(share.rank, Push(share.keys, share.values)) for share in shares])
 
     def update(self, keys: Keys | Key, deltas: Sequence[Any] | np.ndarray, fn: str = "add",
                wait_applied: bool = True) -> None:
@@ -162,42 +172,34 @@ class ParamClient:
         (errors then surface at the next flush)."""
         batch = KeyBatch.of(keys)
         self._forget(batch)
-        requests, _ = self._per_server("update", batch, ValueBatch.of(deltas, len(batch)), fn=fn,
-                                       ack=wait_applied)
-        if wait_applied:
-            self._call(requests)
-            return
-        for server, header, buffers in requests:
-            self._send(server, header, buffers)
-            self._unflushed.add(server)
+        shares = self._split(batch, ValueBatch.of(deltas, len(batch)))
+        self.call([(share.rank, Update(share.keys, share.values, fn, wait_applied)) for share in shares])
+        if not wait_applied:
+            self._unflushed.update(share.rank for share in shares)
 
     def remove(self, keys: Keys | Key) -> int:
         """Delete ``keys``; returns how many existed."""
         batch = KeyBatch.of(keys)
         self._forget(batch)
-        requests, _ = self._per_server("remove", batch)
-        return sum(h["count"] for h, _ in self._call(requests))
+        replies = self.call([(share.rank, Remove(share.keys)) for share in self._split(batch)])
+        return sum(reply.count for reply in replies)
 
     # -- clocks
     def flush(self) -> None:
         """Return once every batched update sent so far has been applied by its server."""
         if self._unflushed:
-            servers, self._unflushed = sorted(self._unflushed), set()
-            self._call([(s, {"op": "flush"}, []) for s in servers])
+            ranks, self._unflushed = sorted(self._unflushed), set()
+            self.call([(rank, Flush()) for rank in ranks])
 
-    def _ask_clock(self, op: str) -> None:
-        send(self.comm, self.layout.clock_rank, TAG_REQUEST, {"op": op})
-        probe(self.comm, self.layout.clock_rank, TAG_REPLY, self.status)
-        reply = self.receiver.header(self.status)
-        if not reply["ok"]:
-            raise ParacelError(reply["error"])
-        self.known_min = max(self.known_min, reply["min"])
+    def _ask_clock(self, request: Tick | Sync) -> None:
+        (reply,) = self.call([(self.layout.clock_rank, request)])
+        self.known_min = max(self.known_min, reply.min_clock)
 
     def commit(self) -> None:
         """End this worker's clock: flush, tick, and wait while too far ahead (SSP rule 2)."""
         self.flush()
         self.clock += 1
-        self._ask_clock("tick")
+        self._ask_clock(Tick())
         if self._cache:
             fresh = self.clock - self.staleness
             self._cache = {k: e for k, e in self._cache.items() if e[0] >= fresh}
@@ -208,15 +210,14 @@ class ParamClient:
         Raises ``ParacelError`` if some worker has already returned from ``solve()``.
         """
         self.flush()
-        self._ask_clock("sync")
+        self._ask_clock(Sync())
         self._cache.clear()
 
     def finish(self) -> None:
         """Tell the servers and the clock that this worker is done (after a final flush)."""
         self.flush()
-        for server in range(self.layout.nservers):
-            self._send(server, {"op": "done", "ack": False}, [])
-        send(self.comm, self.layout.clock_rank, TAG_REQUEST, {"op": "done"})
+        ranks = [self.layout.server_rank(server) for server in range(self.layout.nservers)]
+        self.call([(rank, Done()) for rank in [*ranks, self.layout.clock_rank]])
 
 
 def _combine(parts: list[ValueBatch], positions: list[np.ndarray], n: int) -> ValueBatch:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from paracel.batch import Key
+
 if TYPE_CHECKING:
     import scipy.sparse as sp
     from mpi4py import MPI
@@ -16,8 +18,6 @@ if TYPE_CHECKING:
     from paracel.client import ParamClient
     from paracel.collectives import ReduceOp
     from paracel.ratings import Owner, Ratings
-
-Key = int | str
 
 
 @dataclass

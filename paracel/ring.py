@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from paracel._ext.hashing import hash_str_keys, route
-from paracel.wire import KeyBatch
+from paracel.batch import KeyBatch
 
 DEFAULT_VNODES = 256
 

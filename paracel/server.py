@@ -1,149 +1,97 @@
-"""The parameter-server rank: an event loop over a dispatch table of request handlers."""
+"""The parameter-server rank: its shard of the table and the handlers of its operations."""
 from __future__ import annotations
-
-from typing import Any, Callable
 
 import numpy as np
 from mpi4py import MPI
 
-from paracel.errors import RemoteKeyError
-from paracel.table import Table
-from paracel.waiting import Backoff
-from paracel.wire import TAG_REPLY, TAG_REQUEST, KeyBatch, PendingSend, Receiver, ValueBatch
-
-Reply = tuple[dict[str, Any], list[np.ndarray]]
-#: Operations that leave the table unchanged (their replies may still be in flight).
-READ_ONLY = frozenset({"pull", "contains", "items", "topk", "flush"})
+from paracel.batch import KeyBatch
+from paracel.protocol import (Ack, Contains, Count, Done, ErrorReply, Flush, Items, Mask, Pairs, Pull, Push, Remove,
+                              TopK, Update, Values, op_of)
+from paracel.service import Service, handles, run_service
+from paracel.table import ShardTable
+from paracel.wire import Header, Landing
 
 
-class ServerState:
-    """A server's table plus per-worker bookkeeping; ``handle`` runs one request (no MPI)."""
+class ServerState(Service):
+    """A server's shard of the table plus per-worker bookkeeping."""
+
+    name = "server"
 
     def __init__(self, nworkers: int) -> None:
-        self.table = Table()
+        self.table = ShardTable()
         self.nworkers = nworkers
-        self.finished: set[int] = set()
+        self.signed_off: set[int] = set()
         self.deferred_errors: dict[int, list[str]] = {}
-        self.handlers: dict[str, Callable[[int, dict[str, Any], list[np.ndarray]], Reply]] = {
-            "pull": self.pull, "push": self.push, "update": self.update, "remove": self.remove,
-            "contains": self.contains, "items": self.items, "topk": self.topk,
-            "flush": self.flush, "done": self.done,
-        }
 
-    def handle(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply | None:
-        """Run the request; returns the reply to send, or None for requests sent without ``ack``.
+    @property
+    def finished(self) -> bool:
+        """Whether every worker has said it is done."""
+        return len(self.signed_off) == self.nworkers
 
-        A failing request becomes an error reply (or, without ``ack``, an error reported at the
-        worker's next flush); the server itself keeps serving.
-        """
-        try:
-            handler = self.handlers.get(header.get("op"))
-            if handler is None:
-                raise ValueError(f"unknown server operation {header.get('op')!r}")
-            reply = handler(source, header, buffers)
-        except Exception as exc:  # any request failure goes back to its caller
-            message = str(exc) if isinstance(exc, RemoteKeyError) else f"{type(exc).__name__}: {exc}"
-            if not header.get("ack", True):
-                self.deferred_errors.setdefault(source, []).append(f"batched {header.get('op')}: {message}")
-                return None
-            kind = "KeyError" if isinstance(exc, RemoteKeyError) else "ServerError"
-            return {"ok": False, "etype": kind, "error": message}, []
-        if not header.get("ack", True):
+    def landing(self, header: Header) -> Landing | None:
+        """For a one-key push whose key holds a value of the same signature: receive the new
+        value straight into the table row (saves a copy of what may be a large array)."""
+        lone = Push.lone_value(header) if op_of(header) == Push.op else None
+        if lone is None:
             return None
-        reply_header, reply_buffers = reply
-        reply_header["ok"] = True
-        return reply_header, reply_buffers
-
-    def pull(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, _ = KeyBatch.from_wire(header, buffers)
-        values = self.table.read(keys)
-        return values.header(), values.buffers()
-
-    def landing(self, header: dict[str, Any]) -> Callable[[int, list[np.ndarray]], np.ndarray | None] | None:
-        """For a one-key push whose key holds a value of the same dtype and shape: receive the
-        new value straight into the table row (saves a copy of what may be a large array)."""
-        if header.get("op") != "push" or header.get("n") != 1 or "vd" not in header:
-            return None
-        value_index = 1 if header["kk"] == "i" else 2
+        value_index, signature = lone
 
         def target(index: int, received: list[np.ndarray]) -> np.ndarray | None:
             if index != value_index:
                 return None
             keys, _ = KeyBatch.from_wire(header, received)
-            row = self.table.row_bytes(keys, header["vd"], header["vs"], header["vp"])
-            header["in_place"] = row is not None
-            return row
+            return self.table.row_bytes(keys, signature)
         return target
 
-    def push(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        if header.get("in_place"):
-            return {}, []
-        keys, rest = KeyBatch.from_wire(header, buffers)
-        self.table.write(keys, ValueBatch.from_wire(header, rest, len(keys)))
-        return {}, []
+    def unanswerable(self, source: int, op: str | None, error: ErrorReply) -> None:
+        """Keep the failure of a batched request for the worker's next ``Flush``."""
+        self.deferred_errors.setdefault(source, []).append(f"batched {op}: {error.message}")
 
-    def update(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, rest = KeyBatch.from_wire(header, buffers)
-        self.table.update(keys, ValueBatch.from_wire(header, rest, len(keys)), header["fn"])
-        return {}, []
+    @handles(Pull, read_only=True)
+    def pull(self, source: int, request: Pull) -> Values:
+        return Values(self.table.read(request.keys))
 
-    def remove(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, _ = KeyBatch.from_wire(header, buffers)
-        return {"count": self.table.remove(keys)}, []
+    @handles(Push)
+    def push(self, source: int, request: Push) -> Ack:
+        self.table.write(request.keys, request.values)
+        return Ack()
 
-    def contains(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        keys, _ = KeyBatch.from_wire(header, buffers)
-        return {}, [self.table.contains(keys).view(np.uint8)]
+    @handles(Update)
+    def update(self, source: int, request: Update) -> Ack:
+        self.table.update(request.keys, request.deltas, request.fn)
+        return Ack()
 
-    def items(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        return self._pairs(*self.table.items(header["kind"], header.get("prefix")))
+    @handles(Remove)
+    def remove(self, source: int, request: Remove) -> Count:
+        return Count(self.table.remove(request.keys))
 
-    def topk(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        return self._pairs(*self.table.topk(header["k"], header["kind"], header.get("prefix")))
+    @handles(Contains, read_only=True)
+    def contains(self, source: int, request: Contains) -> Mask:
+        return Mask(self.table.contains(request.keys))
 
-    @staticmethod
-    def _pairs(keys: KeyBatch, values: ValueBatch) -> Reply:
-        return {**keys.header(), **values.header()}, keys.buffers() + values.buffers()
+    @handles(Items, read_only=True)
+    def items(self, source: int, request: Items) -> Pairs:
+        return Pairs(*self.table.items(request.kind, request.prefix))
 
-    def flush(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
+    @handles(TopK, read_only=True)
+    def topk(self, source: int, request: TopK) -> Pairs:
+        return Pairs(*self.table.topk(request.k, request.kind, request.prefix))
+
+    @handles(Flush, read_only=True)
+    def flush(self, source: int, request: Flush) -> Ack:
         errors = self.deferred_errors.pop(source, [])
         if errors:
             raise RuntimeError("; ".join(errors))
-        return {}, []
+        return Ack()
 
-    @property
-    def all_done(self) -> bool:
-        """Whether every worker has said it is done."""
-        return len(self.finished) == self.nworkers
-
-    def done(self, source: int, header: dict[str, Any], buffers: list[np.ndarray]) -> Reply:
-        self.finished.add(source)
-        return {}, []
+    @handles(Done)
+    def done(self, source: int, request: Done) -> Ack:
+        self.signed_off.add(source)
+        return Ack()
 
 
 def serve(comm: MPI.Comm, nworkers: int) -> ServerState:
     """Serve requests until every worker has said it is done; returns the final state."""
     state = ServerState(nworkers)
-    receiver = Receiver(comm)
-    status = MPI.Status()
-    backoff = Backoff()
-    sending: list[PendingSend] = []
-    while not state.all_done or sending:
-        if sending:  # a reply in flight needs this rank's progress, and counts as activity
-            sending = [s for s in sending if not s.done()]
-            backoff.reset()
-        if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
-            if not sending:
-                backoff.pause()
-            continue
-        backoff.reset()
-        source = status.Get_source()
-        header = receiver.header(status)
-        if header.get("op") not in READ_ONLY:
-            while sending:  # replies may be views of table rows: finish them before any change
-                sending = [s for s in sending if not s.done()]
-        payload = receiver.payload(source, header, reuse=True, landing=state.landing(header))
-        reply = state.handle(source, header, payload)
-        if reply is not None:
-            sending.append(PendingSend(comm, source, TAG_REPLY, *reply))
+    run_service(comm, state)
     return state

@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 
 from paracel._ext.keyindex import KeyIndex
+from paracel.batch import INT_KEYS, KeyBatch, Signature, ValueBatch, as_value, from_array
 from paracel.errors import RemoteKeyError
 from paracel.updates import BUILTIN_UFUNCS, REPLACE, resolve
-from paracel.wire import KeyBatch, ValueBatch, as_value, dtype_of, from_array
 
 ROW_BITS = 40
 ROW_MASK = (1 << ROW_BITS) - 1
-Signature = tuple[np.dtype, tuple[int, ...], int]
 
 
 class Block:
@@ -47,8 +46,8 @@ class Block:
         self.free.extend(rows.tolist())
 
 
-class Table:
-    """A key-value shard: the operations behind the server's request handlers."""
+class ShardTable:
+    """One server's shard of the key-value table: the operations behind its request handlers."""
 
     def __init__(self) -> None:
         self.index = KeyIndex()
@@ -60,12 +59,12 @@ class Table:
 
     # -- index
     def _lookup(self, keys: KeyBatch) -> np.ndarray:
-        if keys.kind == "i":
+        if keys.kind == INT_KEYS:
             return self.index.get_ints(keys.ints)
         return self.index.get_strs(keys.blob, keys.offsets)
 
     def _set_slots(self, keys: KeyBatch, slots: np.ndarray) -> None:
-        if keys.kind == "i":
+        if keys.kind == INT_KEYS:
             self.index.set_ints(keys.ints, slots)
         else:
             self.index.set_strs(keys.blob, keys.offsets, slots)
@@ -125,26 +124,41 @@ class Table:
         block = self.blocks[slot >> ROW_BITS]
         return block.data[slot & ROW_MASK].copy(), block.py
 
-    def row_bytes(self, keys: KeyBatch, descr: Any, shape: list[int], py: int) -> np.ndarray | None:
+    def row_bytes(self, keys: KeyBatch, signature: Signature) -> np.ndarray | None:
         """The bytes of the one key's row if it already holds a value of this signature (so a
-        new value can be received straight into the table), else None."""
+        new value can be received straight into the table, see ``write``), else None."""
         slot = int(self._lookup(keys)[0])
-        if slot < 0:
-            return None
-        if (slot >> ROW_BITS) != self._block_id(dtype_of(descr), tuple(shape), py):
+        if slot < 0 or (slot >> ROW_BITS) != self._block_id(*signature):
             return None
         row = slot & ROW_MASK
         return self.blocks[slot >> ROW_BITS].data[row:row + 1].reshape(-1).view(np.uint8)  # a view, also of 0-d rows
 
+    def _is_row_at(self, slot: int, values: ValueBatch) -> bool:
+        """Whether the one dense value is the row at ``slot`` itself, as stored (received there)."""
+        if slot < 0:
+            return False
+        block, dense = self.blocks[slot >> ROW_BITS], values.dense
+        if dense.base is not block.data or values.py != block.py:
+            return False
+        row = slot & ROW_MASK
+        return (dense.dtype == block.data.dtype and dense.shape[1:] == block.data.shape[1:]
+                and dense.ctypes.data == block.data[row:].ctypes.data)
+
     def write(self, keys: KeyBatch, values: ValueBatch) -> None:
-        """Store ``values`` under ``keys`` (the last wins where a key repeats)."""
+        """Store ``values`` under ``keys`` (the last wins where a key repeats).
+
+        A value received into its key's row (``row_bytes``) is already stored: no copy is made.
+        """
         if values.dense is None:
             for i in range(len(keys)):
                 arr, py = values.item(i)
                 self.write(keys.take(np.array([i])), ValueBatch(dense=arr[None], py=py))
             return
+        slots = self._lookup(keys)
+        if len(slots) == 1 and self._is_row_at(int(slots[0]), values):
+            return
         bid = self._block_id(values.dense.dtype, values.dense.shape[1:], values.py)
-        rows = self._place(keys, bid, self._lookup(keys))
+        rows = self._place(keys, bid, slots)
         self.blocks[bid].data[rows] = values.dense
 
     def update(self, keys: KeyBatch, deltas: ValueBatch, fn_name: str) -> None:
@@ -200,7 +214,7 @@ class Table:
         slots = self._lookup(keys)
         present = np.unique(slots[slots >= 0])
         self._release(present)
-        if keys.kind == "i":
+        if keys.kind == INT_KEYS:
             self.index.del_ints(keys.ints)
         else:
             self.index.del_strs(keys.blob, keys.offsets)
@@ -211,13 +225,14 @@ class Table:
         return self._lookup(keys) >= 0
 
     def items(self, kind: str, prefix: str | None = None) -> tuple[KeyBatch, ValueBatch]:
-        """Every key of ``kind`` ("i" or "s"; str keys filtered by ``prefix``) and its value."""
-        if kind == "i":
+        """Every key of ``kind`` (``INT_KEYS`` or ``STR_KEYS``; str keys filtered by ``prefix``)
+        and its value."""
+        if kind == INT_KEYS:
             ints, _ = self.index.int_items()
             keys = KeyBatch(ints=ints)
         else:
             names, _ = self.index.str_items((prefix or "").encode("utf-8"))
-            keys = KeyBatch.of(names) if names else KeyBatch(blob=np.empty(0, np.uint8), offsets=np.zeros(1, np.int64))
+            keys = KeyBatch.of(names) if names else KeyBatch.empty(kind)
         if len(keys) == 0:
             return keys, ValueBatch(ragged=[])
         return keys, self.read(keys)

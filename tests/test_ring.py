@@ -6,13 +6,13 @@ import sys
 
 import numpy as np
 
+from paracel.batch import KeyBatch
 from paracel.ring import KeyRing
-from paracel.wire import KeyBatch
 
 ROUTE_IN_CHILD = """
 import numpy as np
+from paracel.batch import KeyBatch
 from paracel.ring import KeyRing
-from paracel.wire import KeyBatch
 r = KeyRing(5)
 print(r.route(KeyBatch.of(np.arange(1000))).tolist(), r.route(KeyBatch.of([f"key{i}" for i in range(1000)])).tolist())
 """

@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from paracel.batch import KeyBatch, ValueBatch
 from paracel.clock import ClockState
 from paracel.errors import RemoteKeyError
+from paracel.protocol import (FAILED, MISSING_KEYS, OP, Ack, Done, ErrorReply, Flush, Proceed, Pull, Push, Sync, Tick,
+                              Update)
 from paracel.server import ServerState
-from paracel.table import Table
+from paracel.table import ShardTable
 from paracel.updates import resolve
-from paracel.wire import KeyBatch, ValueBatch
 
 
 def kb(keys):
@@ -21,7 +23,7 @@ def vb(values, n=None):
 
 
 def test_write_read_overwrite_and_signature_change():
-    t = Table()
+    t = ShardTable()
     t.write(kb(["a", "b"]), vb([np.arange(3.0), np.arange(3.0) + 1]))
     t.write(kb(["a"]), vb([np.ones((2, 2), np.int8)]))  # a moves to another block
     a, b = t.read(kb(["a", "b"])).to_list()
@@ -31,7 +33,7 @@ def test_write_read_overwrite_and_signature_change():
 
 
 def test_read_names_missing_keys():
-    t = Table()
+    t = ShardTable()
     t.write(kb([1]), vb([1.0]))
     with pytest.raises(RemoteKeyError, match="no such keys: 2, 3"):
         t.read(kb([1, 2, 3]))
@@ -40,14 +42,14 @@ def test_read_names_missing_keys():
 @pytest.mark.parametrize("fn, expected", [("add", 13.0), ("sub", 7.0), ("mul", 30.0), ("max", 10.0),
                                           ("min", 3.0), ("replace", 3.0)])
 def test_builtin_update_functions(fn, expected):
-    t = Table()
+    t = ShardTable()
     t.write(kb(["x"]), vb([10.0]))
     t.update(kb(["x"]), vb([3.0]), fn)
     assert t.read(kb(["x"])).to_list() == [expected]
 
 
 def test_update_of_absent_key_stores_delta_and_repeats_accumulate():
-    t = Table()
+    t = ShardTable()
     t.update(kb([5, 5, 6, 5]), vb(np.ones((4, 2))), "add")  # 5 is new and repeated in one batch
     assert np.array_equal(t.read(kb([5, 6])).dense, [[3, 3], [1, 1]])
     t.update(kb([5, 5]), vb(np.ones((2, 2))), "add")
@@ -55,14 +57,14 @@ def test_update_of_absent_key_stores_delta_and_repeats_accumulate():
 
 
 def test_update_with_other_dtype_follows_numpy():
-    t = Table()
+    t = ShardTable()
     t.write(kb(["n"]), vb([2]))
     t.update(kb(["n"]), vb([0.5]), "add")
     assert t.read(kb(["n"])).to_list() == [2.5]
 
 
 def test_remove_contains_items_topk():
-    t = Table()
+    t = ShardTable()
     t.write(kb(["w:a", "w:b", "v:c"]), vb([3, 9, 100]))
     t.write(kb([7]), vb([np.zeros(2)]))
     assert t.contains(kb(["w:a", "zz", "7"])).tolist() == [True, False, False]  # str "7" is not int 7
@@ -85,76 +87,77 @@ def test_user_update_function_and_unknown_names():
         resolve("no.such:fn")
 
 
-def request(op, keys=None, values=None, **fields):
-    header, buffers = {"op": op, **fields}, []
-    if keys is not None:
-        header.update(keys.header())
-        buffers += [np.frombuffer(b.tobytes(), np.uint8) for b in keys.buffers()]
-    if values is not None:
-        header.update(values.header())
-        buffers += [np.frombuffer(np.ascontiguousarray(b).tobytes(), np.uint8) for b in values.buffers()]
-    return header, buffers
+def wire(request):
+    """A request's header and buffers as the server loop receives them (bytes, not views)."""
+    header, buffers = request.encode()
+    return header, [np.frombuffer(np.ascontiguousarray(b).tobytes(), np.uint8) for b in buffers]
+
+
+def answer(state, source, request):
+    """The one reply ``state`` sends back to ``source`` for ``request``."""
+    [(dest, reply)] = state.handle(source, *wire(request))
+    assert dest == source
+    return reply
 
 
 def test_handlers_reply_errors_and_defer_batched_ones():
     state = ServerState(nworkers=2)
-    reply, _ = state.handle(0, *request("push", kb(["k"]), vb([1.0])))
-    assert reply["ok"]
-    reply, _ = state.handle(0, *request("pull", kb(["absent"])))
-    assert not reply["ok"] and reply["etype"] == "KeyError" and "'absent'" in reply["error"]
-    reply, _ = state.handle(0, *request("update", kb(["k"]), vb([1.0]), fn="bogus"))
-    assert reply["etype"] == "ServerError" and "unknown update function 'bogus'" in reply["error"]
-    assert state.handle(1, *request("update", kb(["k"]), vb([1.0]), fn="bogus", ack=False)) is None
-    reply, _ = state.handle(0, *request("flush"))
-    assert reply["ok"]  # worker 0 has nothing deferred
-    reply, _ = state.handle(1, *request("flush"))
-    assert not reply["ok"] and "batched update" in reply["error"]
-    reply, bufs = state.handle(0, *request("pull", kb(["k"])))
-    assert reply["ok"] and bufs[0].tolist() == [1.0]
-    assert state.handle(0, *request("frobnicate"))[0]["error"].startswith("ValueError: unknown server operation")
+    assert answer(state, 0, Push(kb(["k"]), vb([1.0]))) == Ack()
+    reply = answer(state, 0, Pull(kb(["absent"])))
+    assert isinstance(reply, ErrorReply) and reply.kind == MISSING_KEYS and "'absent'" in reply.message
+    reply = answer(state, 0, Update(kb(["k"]), vb([1.0]), fn="bogus"))
+    assert reply.kind == FAILED and "unknown update function 'bogus'" in reply.message
+    assert state.handle(1, *wire(Update(kb(["k"]), vb([1.0]), fn="bogus", wait_applied=False))) == []
+    assert answer(state, 0, Flush()) == Ack()  # worker 0 has nothing deferred
+    reply = answer(state, 1, Flush())
+    assert isinstance(reply, ErrorReply) and "batched update" in reply.message
+    reply = answer(state, 0, Pull(kb(["k"])))
+    assert reply.values.to_list() == [1.0]
+    [(_, reply)] = state.handle(0, {OP: "frobnicate"}, [])
+    assert reply.message.startswith("ValueError: unknown server operation")
 
 
 def test_clock_releases_within_the_bound():
     clock = ClockState(nworkers=2, staleness=1)
-    assert clock.tick(0) == [(0, {"ok": True, "min": 0})]  # clock 1, slowest 0: within s=1
-    assert clock.tick(0) == []  # clock 2 would be 2 ahead: waits
-    assert clock.tick(1) == [(0, {"ok": True, "min": 1}), (1, {"ok": True, "min": 1})]
-    assert clock.finish(1) == []
-    assert clock.tick(0) == [(0, {"ok": True, "min": 3})]  # a finished worker holds nobody back
+    assert clock.tick(0, Tick()) == [(0, Proceed(0))]  # clock 1, slowest 0: within s=1
+    assert clock.tick(0, Tick()) == []  # clock 2 would be 2 ahead: waits
+    assert clock.tick(1, Tick()) == [(0, Proceed(1)), (1, Proceed(1))]
+    assert clock.finish(1, Done()) == []
+    assert clock.tick(0, Tick()) == [(0, Proceed(3))]  # a finished worker holds nobody back
     bsp, asp = ClockState(2, 0), ClockState(2, None)
     barrier = ClockState(2, 0)
-    assert barrier.sync(1) == [] and barrier.sync(0) == [(0, {"ok": True, "min": 0}), (1, {"ok": True, "min": 0})]
-    assert barrier.sync(0) == [] and not barrier.finish(1)[0][1]["ok"]  # 0 waits in sync() when 1 leaves
-    assert "already returned" in barrier.sync(0)[0][1]["error"]
-    assert bsp.tick(0) == [] and len(asp.tick(0)) == 1
+    assert barrier.sync(1, Sync()) == [] and barrier.sync(0, Sync()) == [(0, Proceed(0)), (1, Proceed(0))]
+    assert barrier.sync(0, Sync()) == []
+    assert isinstance(barrier.finish(1, Done())[0][1], ErrorReply)  # 0 waits in sync() when 1 leaves
+    assert "already returned" in barrier.sync(0, Sync())[0][1].message
+    assert bsp.tick(0, Tick()) == [] and len(asp.tick(0, Tick())) == 1
 
 
 def receive(state, header, buffers):
-    """Deliver a request the way the server loop does, landing buffers where it asks."""
+    """Deliver a request the way the server loop does, landing buffers where it asks; returns
+    the replies and whether a buffer landed where the server asked."""
     landing = state.landing(header)
-    received = []
+    received, landed = [], False
     for i, buf in enumerate(buffers):
         target = landing(i, received) if landing else None
         if target is not None:
             assert target.nbytes == buf.nbytes
             target[:] = buf
-            buf = target
+            buf, landed = target, True
         received.append(buf)
-    return state.handle(0, header, received)
+    return state.handle(0, header, received), landed
 
 
 def test_one_key_push_lands_in_the_table_row():
     state = ServerState(nworkers=1)
     for key in ("big", 42):
-        receive(state, *request("push", kb([key]), vb([np.zeros(1000)])))
-        header, buffers = request("push", kb([key]), vb([np.arange(1000.0)]))
-        assert receive(state, header, buffers)[0]["ok"] and header["in_place"]
+        receive(state, *wire(Push(kb([key]), vb([np.zeros(1000)]))))
+        replies, landed = receive(state, *wire(Push(kb([key]), vb([np.arange(1000.0)]))))
+        assert replies == [(0, Ack())] and landed
         assert np.array_equal(state.table.read(kb([key])).to_list()[0], np.arange(1000.0))
-        header, buffers = request("push", kb([key]), vb([np.ones(3, np.int32)]))  # new signature
-        receive(state, header, buffers)
-        assert not header["in_place"]
+        _, landed = receive(state, *wire(Push(kb([key]), vb([np.ones(3, np.int32)]))))  # new signature
+        assert not landed
         assert state.table.read(kb([key])).to_list()[0].tolist() == [1, 1, 1]
-    receive(state, *request("push", kb(["scalar"]), vb([1.0])))
-    header, buffers = request("push", kb(["scalar"]), vb([5.0]))
-    receive(state, header, buffers)
-    assert header["in_place"] and state.table.read(kb(["scalar"])).to_list() == [5.0]
+    receive(state, *wire(Push(kb(["scalar"]), vb([1.0]))))
+    _, landed = receive(state, *wire(Push(kb(["scalar"]), vb([5.0]))))
+    assert landed and state.table.read(kb(["scalar"])).to_list() == [5.0]

@@ -5,7 +5,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from paracel.wire import KeyBatch, ValueBatch
+from paracel.batch import KeyBatch, ValueBatch
 
 
 def roundtrip_keys(keys):
