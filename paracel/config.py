@@ -70,6 +70,15 @@ def load_config(source: str | Path | dict[str, Any], overrides: Iterable[str] = 
     return config
 
 
+
+def read_resolved(path: str | Path) -> JobConfig:
+    """The config that ``paracel.launch.prepare`` validated and wrote, as every rank reads it.
+
+    It is not checked again: the launcher did that before any rank started, and a rank on a
+    host without the input files (a server, the clock) must not fail a check it has no use for.
+    """
+    return JobConfig(**json.loads(Path(path).read_text(encoding="utf-8")))
+
 def _apply_override(raw: dict[str, Any], item: str, where: str) -> None:
     name, sep, text = item.partition("=")
     if not sep or not name:

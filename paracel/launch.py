@@ -18,6 +18,8 @@ from paracel.config import JobConfig, load_config
 from paracel.errors import ConfigError, JobFailed
 
 _KEEP: Any = object()  # "leave the config's value" for optional overrides
+#: A failing rank leaves ``<output>/failed-rank-<rank>.txt`` (see ``paracel.runtime.save_failure``).
+FAILURE_PREFIX = "failed-rank-"
 
 
 def mpiexec_path() -> str:
@@ -78,6 +80,8 @@ def prepare(config: str | Path | dict[str, Any], staleness: Any = _KEEP, overrid
         job = load_config(config, items)
     out = Path(job.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{FAILURE_PREFIX}*.txt"):  # an earlier run's: they would blame this one
+        stale.unlink()
     job.output = str(out)
     resolved = out / "config.json"
     resolved.write_text(job.to_json() + "\n", encoding="utf-8")
@@ -142,11 +146,24 @@ def launch(config: str | Path | dict[str, Any], workers: int = 1, servers: int =
     done = run_command(cmd, timeout=timeout, env=job_env(), capture=capture)
     result = LaunchResult(done.returncode, Path(job.output), done.stdout or "", done.stderr or "")
     if done.returncode != 0:
-        # ranks report failures on stderr; MPI's own report of a killed rank goes to stdout
-        tail = "\n".join((result.stderr.strip() or result.stdout.strip()).splitlines()[-40:])
+        # ranks report failures on stderr (and in report files, in case MPI_Abort lost it);
+        # MPI's own report of a killed rank goes to stdout
+        output = result.stdout + result.stderr
+        missed = [r for r in failure_reports(result.output_dir) if r.strip() not in output]
+        output += "".join(missed)
+        text = "".join(missed) + result.stderr if missed else result.stderr
+        tail = "\n".join((text.strip() or result.stdout.strip()).splitlines()[-40:])
         raise JobFailed(f"paracel job {job.algorithm} failed (exit {done.returncode}):\n{tail}",
-                        done.returncode, result.stdout + result.stderr)
+                        done.returncode, output)
     return result
+
+
+def failure_reports(output_dir: Path) -> list[str]:
+    """The reports of the ranks that failed in the job whose output folder is ``output_dir``
+    (rank order; empty if none failed or none could write its report)."""
+    paths = sorted(Path(output_dir).glob(f"{FAILURE_PREFIX}*.txt"),
+                   key=lambda p: int(p.stem[len(FAILURE_PREFIX):]))
+    return [p.read_text(encoding="utf-8", errors="replace") for p in paths]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prun: error: job killed after {args.timeout} s", file=sys.stderr)
         return 124
     if done.returncode != 0:
-        print(f"prun: job failed with exit code {done.returncode}", file=sys.stderr)
+        # the ranks' own reports went to stderr above, unless MPI_Abort cut them off: name them
+        failed = [r.splitlines()[0].removeprefix("paracel: ") + " " + r.strip().splitlines()[-1]
+                  for r in failure_reports(Path(job.output)) if r.strip()]
+        print(f"prun: job failed with exit code {done.returncode}"
+              + "".join(f"\nprun: {line}" for line in failed), file=sys.stderr)
     else:
         print(f"prun: done; output in {job.output}", flush=True)
     return done.returncode

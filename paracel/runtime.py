@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -14,7 +15,8 @@ from mpi4py import MPI
 
 from paracel.client import ParamClient
 from paracel.clock import run_clock
-from paracel.config import JobConfig, load_config, resolve_algorithm
+from paracel.config import JobConfig, read_resolved, resolve_algorithm
+from paracel.launch import FAILURE_PREFIX
 from paracel.layout import Layout
 from paracel.paralg import WorkerContext
 from paracel.server import serve
@@ -46,10 +48,29 @@ def run_rank(config: JobConfig, nservers: int) -> None:
             clock = run_clock(world, layout.nworkers, config.staleness)
             (Path(config.output) / "clock.json").write_text(json.dumps(clock.report()) + "\n")
     except BaseException:  # noqa: B036 - any failure, even KeyboardInterrupt, must end the job
+        report = f"paracel: {role} rank {rank} failed:\n{traceback.format_exc()}"
+        save_failure(Path(config.output), rank, report)
         sys.stdout.flush()
-        sys.stderr.write(f"paracel: {role} rank {rank} failed:\n{traceback.format_exc()}")
+        sys.stderr.write(report)
         sys.stderr.flush()
         world.Abort(1)
+
+
+def save_failure(output_dir: Path, rank: int, report: str) -> None:
+    """Keep a failing rank's report in the output folder, on disk before ``MPI_Abort``.
+
+    The abort tears down every rank and ``mpiexec`` may exit before it has forwarded the
+    failing rank's stderr; the launcher reads these files (``paracel.launch.failure_reports``)
+    so that a failed job always says why.
+    """
+    path = output_dir / f"{FAILURE_PREFIX}{rank}.txt"
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(report)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError:  # the report still goes to stderr; a full disk must not hide the failure
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,4 +78,4 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", help="resolved job config (JSON)")
     parser.add_argument("--servers", type=int, required=True, help="number of parameter-server ranks")
     args = parser.parse_args(argv)
-    run_rank(load_config(args.config), args.servers)
+    run_rank(read_resolved(args.config), args.servers)

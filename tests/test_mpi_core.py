@@ -67,6 +67,26 @@ def test_failures_end_the_job_quickly_with_the_message(tmp_path, mode, message):
     assert "worker rank" in info.value.output  # names the failing rank
 
 
+
+def test_a_failing_rank_leaves_its_report_and_prun_names_it(tmp_path):
+    """MPI_Abort may end mpiexec before the failing rank's stderr is forwarded: its report is
+    on disk first, and both launchers name it (a rerun in the same folder forgets old reports)."""
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"algorithm": "tests.jobs:Raises", "params": {"mode": "worker"},
+                                  "output": str(tmp_path / "out")}))
+    stale = tmp_path / "out" / "failed-rank-7.txt"
+    stale.parent.mkdir()
+    stale.write_text("paracel: worker rank 7 failed:\nOldError: from an earlier run\n")
+    done = subprocess.run([sys.executable, "prun.py", "-w", "2", "-p", "1", "-c", str(config), "--timeout", "60"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode != 0 and not stale.exists()
+    reports = sorted(p.name for p in (tmp_path / "out").glob("failed-rank-*.txt"))
+    assert reports and all(name in ("failed-rank-0.txt", "failed-rank-1.txt") for name in reports)
+    assert "deliberate failure in solve" in (tmp_path / "out" / reports[0]).read_text()
+    summary = [line for line in done.stderr.splitlines() if line.startswith("prun: ")]
+    assert summary[0].startswith("prun: job failed with exit code")
+    assert any("worker rank" in line and "deliberate failure in solve" in line for line in summary[1:])
+
 def test_server_keeps_serving_after_a_failed_request(tmp_path):
     run(tmp_path, "tests.jobs:Raises", {"mode": "recovers"}, workers=2, servers=1)
     caught = (tmp_path / "out" / "caught_0.txt").read_text()
