@@ -14,6 +14,7 @@ bulk-synchronous whatever its staleness: ``sync()`` orders every round.
 """
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import numpy as np
@@ -34,7 +35,7 @@ class PageRank(paralg):
     ``damping``: the probability of following an edge; ``tol``: stop when a round changes the
     ranks by less than this in L1; ``rounds``: at most this many rounds; ``topk``: how many
     top vertices worker 0 prints. Writes ``pagerank_<w>.txt`` (``vertex<TAB>rank`` lines for
-    the vertices of worker w) and ``top.txt``; logs the L1 change of every round. Raises
+    the vertices of worker w) and ``top.txt``; logs the L1 change of every round and the seconds since the rounds began. Raises
     ``FloatingPointError`` if a rank turns non-finite.
     """
 
@@ -56,7 +57,7 @@ class PageRank(paralg):
         in_t = graph.in_adj.T.tocsr()  # (n_local, len(in_nbrs)): row v sums its in-edges
         rank = np.full(len(ids), 1.0 / n)
         self.set_total_iters(self.rounds)
-        rnd = 0
+        rnd, start = 0, time.perf_counter()
         for rnd in range(self.rounds):
             self.paracel_write_multi(contribution_keys(ids[sends], rnd), rank[sends] / out_weight[sends])
             self.sync()
@@ -69,7 +70,7 @@ class PageRank(paralg):
             if not np.isfinite(self.change):
                 raise FloatingPointError(f"PageRank diverged in round {rnd}: L1 change {self.change}")
             if self.get_worker_id() == 0:
-                self.log_metrics(rnd, l1_change=self.change)
+                self.log_metrics(rnd, l1_change=self.change, seconds=time.perf_counter() - start)
             if self.change < self.tol:
                 break
         self.ranks = dict(zip(ids.tolist(), rank.tolist()))
