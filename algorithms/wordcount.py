@@ -12,9 +12,12 @@ from paracel.params import InputPath, PositiveInt
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
 
-def count_words(lines: list[str], min_length: int = 1) -> Counter:
-    """Lower-cased words (letters and inner apostrophes) of ``lines`` and their counts."""
-    counts = Counter(w for line in lines for w in WORD.findall(line.lower()))
+def count_words(lines: list[str], min_length: int = 1, token: re.Pattern = WORD,
+                lowercase: bool = True) -> Counter:
+    """The words of ``lines`` and their counts: the matches of ``token`` (by default letters
+    with inner apostrophes) in each line, lower-cased first unless ``lowercase`` is false,
+    and at least ``min_length`` characters long."""
+    counts = Counter(w for line in lines for w in token.findall(line.lower() if lowercase else line))
     if min_length > 1:
         counts = Counter({w: c for w, c in counts.items() if len(w) >= min_length})
     return counts
@@ -26,17 +29,23 @@ class WordCount(paralg):
     Each worker counts the words of its share of the lines and adds its counts to the
     parameter server in one batched update; after a barrier, worker 0 reads the top ``topk``
     words and every count, and writes them to ``wordcount.txt`` (``word<TAB>count``, most
-    frequent first) and ``topk.txt`` in the output folder.
+    frequent first) and ``topk.txt`` in the output folder. Words are the matches of the
+    regular expression ``token`` in each line (lower-cased unless ``lowercase`` is false) with
+    at least ``min_length`` characters; files are read with ``encoding``.
     """
 
-    def __init__(self, input: InputPath, topk: PositiveInt = 10, min_length: PositiveInt = 1) -> None:
-        self.input = input
-        self.topk = topk
-        self.min_length = min_length
+    def __init__(self, input: InputPath, topk: PositiveInt = 10, min_length: PositiveInt = 1,
+                 token: str = WORD.pattern, lowercase: bool = True, encoding: str = "utf-8") -> None:
+        self.input, self.topk, self.min_length = input, topk, min_length
+        self.lowercase, self.encoding = lowercase, encoding
+        try:
+            self.token = re.compile(token)
+        except re.error as exc:
+            raise ValueError(f"params.token {token!r} is not a regular expression: {exc}") from None
 
     def solve(self) -> None:
-        lines = self.paracel_load(self.input, fmt="lines").lines
-        counts = count_words(lines, self.min_length)
+        lines = self.paracel_load(self.input, fmt="lines", encoding=self.encoding).lines
+        counts = count_words(lines, self.min_length, self.token, self.lowercase)
         if counts:
             self.paracel_bupdate_multi(list(counts), np.fromiter(counts.values(), dtype=np.int64, count=len(counts)))
         self.set_total_iters(1)

@@ -102,6 +102,18 @@ def test_lines_drop_crlf_endings_even_on_a_last_line_without_lf(tmp_path: Path) 
     assert L.load(p, comm=COMM).lines == ["a b", "", "c\rd", " e"]
 
 
+
+def test_lines_in_another_encoding(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("café\nnaïve\n".encode("latin-1"))
+    assert L.load(p, comm=COMM, fmt="lines", encoding="latin-1").lines == ["café", "naïve"]
+    with pytest.raises(L.LoadError, match="invalid UTF-8"):
+        L.load(p, comm=COMM, fmt="lines")
+    with pytest.raises(LookupError):
+        L.load(p, comm=COMM, fmt="lines", encoding="no-such-codec")
+    with pytest.raises(ValueError, match="encoding is for fmt='lines'"):
+        L.load(p, comm=COMM, fmt="ratings", encoding="latin-1")
+
 def test_user_parser_by_callable_and_by_name(tmp_path: Path) -> None:
     p = tmp_path / "kv.txt"
     p.write_text("1=0.5\n2=1.5\n")

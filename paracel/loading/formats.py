@@ -216,31 +216,35 @@ class LibsvmFormat:
 
 
 class LinesFormat:
-    """Raw lines as ``str`` (UTF-8; bad bytes are an error naming the line)."""
+    """Raw lines as ``str``, decoded with ``encoding`` (UTF-8 by default; bytes it cannot
+    decode are an error naming the line)."""
 
     header = 0
+    encoding = "utf-8"
 
-    def __init__(self, header: int = 0) -> None:
+    def __init__(self, header: int = 0, encoding: str = "utf-8") -> None:
         self.header = header
+        self.encoding = encoding
+        "".encode(encoding)  # an unknown encoding fails here, before any file is read
 
     def decode(self, chunk: Chunk, skip_bad: bool) -> tuple[list[str], list[int], int, str | None]:
         """The chunk's lines, their indices in the chunk, the count skipped and the first error."""
         data = bytes(chunk.data)
         data = data[:-1] if data.endswith(b"\n") else data
         try:
-            text = data.decode("utf-8")
+            text = data.decode(self.encoding)
             if "\r" in text:  # CRLF endings, and a last line ending in a bare CR
                 text = text.replace("\r\n", "\n").removesuffix("\r")
             lines = text.split("\n")
             return lines, list(range(len(lines))), 0, None
         except UnicodeDecodeError as exc:
-            first = bad_line(chunk, data.count(b"\n", 0, exc.start), "invalid UTF-8")
+            first = bad_line(chunk, data.count(b"\n", 0, exc.start), f"invalid {self.encoding.upper()}")
             if not skip_bad:
                 raise LoadError(first) from None
         lines, where = [], []
         for i, raw in enumerate(data.split(b"\n")):
             try:
-                lines.append(raw.decode("utf-8").removesuffix("\r"))
+                lines.append(raw.decode(self.encoding).removesuffix("\r"))
                 where.append(i)
             except UnicodeDecodeError:
                 pass
@@ -261,8 +265,8 @@ class UserFormat(LinesFormat):
     names the file and line, or with ``on_error="skip"`` drops that line and calls it again.
     """
 
-    def __init__(self, parser: Parser, header: int = 0) -> None:
-        super().__init__(header)
+    def __init__(self, parser: Parser, header: int = 0, encoding: str = "utf-8") -> None:
+        super().__init__(header, encoding)
         self.fn = resolve_parser(parser)
 
     def parse(self, chunk: Chunk, skip_bad: bool):
@@ -310,13 +314,16 @@ def parse_layout(columns: Sequence) -> list[tuple[str, str]]:
 
 def make_format(fmt: str | Callable, *, columns: Sequence | None = None, header: int = 0,
                 comment: str | None = None, n_features: int | None = None,
-                dim: int | None = None, delimiter: str | None = None) -> Format:
-    """The format object for ``fmt`` (a name below, or a user parser); raises ValueError."""
+                dim: int | None = None, delimiter: str | None = None, encoding: str = "utf-8") -> Format:
+    """The format object for ``fmt`` (a name below, or a user parser); raises ValueError
+    (LookupError for an unknown ``encoding``, which ``lines`` and user parsers take)."""
     com = None if comment is None else comment.encode()
     if callable(fmt) or is_import_name(fmt):
-        return UserFormat(fmt, header)
+        return UserFormat(fmt, header, encoding)
+    if encoding != "utf-8" and fmt != "lines":
+        raise ValueError(f"encoding is for fmt='lines' and user parsers, not {fmt!r}")
     if fmt == "lines":
-        return LinesFormat(header)
+        return LinesFormat(header, encoding)
     if fmt == "libsvm":
         return LibsvmFormat(n_features)
     if fmt == "fvec":
