@@ -1,4 +1,4 @@
-"""Word count with top-k: Paracel's hello world, and the README's default job."""
+"""Word count with top-k: Paracel's hello world."""
 from __future__ import annotations
 
 import re
