@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,53 +31,31 @@ A9A = ROOT.parent / "shared" / "data" / "a9a" / "a9a"
 NEWSGROUPS = ROOT.parent / "shared" / "data" / "20newsgroups" / "20news-bydate.tar.gz"
 
 from paracel import launch  # noqa: E402
+from tests.graphs import scipy_pagerank  # noqa: E402
 
 
-def scipy_pagerank(path: Path, damping: float = 0.85, tol: float = 1e-12) -> tuple[float, float, int]:
-    """(seconds per round, total seconds including reading the file, rounds)."""
-    start = time.perf_counter()
-    edges = np.loadtxt(path, comments="#", dtype=np.int64, ndmin=2)
-    ids, local = np.unique(edges[:, :2], return_inverse=True)
-    src, dst = local.reshape(-1, 2).T
-    n = len(ids)
-    adj = sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
-    out = np.asarray(adj.sum(axis=1)).ravel()
-    walk_t = (sp.diags(np.divide(1.0, out, out=np.zeros(n), where=out > 0)) @ adj).T.tocsr()
-    dangling = out == 0
-    rank = np.full(n, 1.0 / n)
-    iterate = time.perf_counter()
-    rounds = 0
-    while True:
-        rounds += 1
-        new = (1 - damping) / n + damping * (walk_t @ rank + rank[dangling].sum() / n)
-        change = np.abs(new - rank).sum()
-        rank = new
-        if change < tol:
-            break
-    end = time.perf_counter()
-    return (end - iterate) / rounds, end - start, rounds
+def timed_job(config: str, workers: int, servers: int, overrides: list[str],
+              collect: Callable[[Path], Any] = lambda out: None) -> tuple[float, list[dict], Any]:
+    """(job wall time, worker 0's metrics rows, ``collect(output folder)``) of one run."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        launch(ROOT / "configs" / config, workers=workers, servers=servers, output=out, timeout=600,
+               overrides=overrides)
+        wall = time.perf_counter() - start
+        steps = [json.loads(line) for line in open(Path(out) / "metrics_0.jsonl")]
+        return wall, steps, collect(Path(out))
 
 
 def paracel_pagerank(workers: int) -> tuple[float, float, int]:
     """(seconds per round, job wall time, rounds) of configs/pagerank.json on Slashdot."""
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        launch(ROOT / "configs" / "pagerank.json", workers=workers, servers=2, output=out, timeout=600,
-               overrides=[f"params.input={SLASHDOT}"])
-        wall = time.perf_counter() - start
-        steps = [json.loads(line) for line in open(Path(out) / "metrics_0.jsonl")]
+    wall, steps, _ = timed_job("pagerank.json", workers, 2, [f"params.input={SLASHDOT}"])
     return steps[-1]["seconds"] / len(steps), wall, len(steps)
 
 
 def paracel_kmeans(workers: int) -> tuple[float, float, int, np.ndarray]:
     """(job wall time, final inertia, rounds, initial centroids) of configs/kmeans.json on a9a."""
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        launch(ROOT / "configs" / "kmeans.json", workers=workers, servers=1, output=out, timeout=600,
-               overrides=[f"params.input={A9A}"])
-        wall = time.perf_counter() - start
-        steps = [json.loads(line) for line in open(Path(out) / "metrics_0.jsonl")]
-        initial = np.load(Path(out) / "initial_centroids.npy")
+    wall, steps, initial = timed_job("kmeans.json", workers, 1, [f"params.input={A9A}"],
+                                     lambda out: np.load(out / "initial_centroids.npy"))
     return wall, steps[-1]["inertia"], len(steps), initial
 
 
@@ -142,8 +120,12 @@ def main() -> None:
     args = parser.parse_args()
     print("PageRank, soc-Slashdot0902 (82,168 vertices, 948,464 edges), damping 0.85, tol 1e-12 (L1)")
     print(f"{'system':<32}{'s/round':>10}{'rounds':>8}{'total (s)':>11}")
-    runs = [scipy_pagerank(SLASHDOT) for _ in range(args.repeats)]
-    per, total, rounds = (float(np.median([r[i] for r in runs])) for i in range(3))
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        _, rounds, per = scipy_pagerank(SLASHDOT, tol=1e-12)
+        runs.append((per, time.perf_counter() - start, rounds))
+    per, total, rounds = (float(np.median([r[i] for r in runs])) for i in (0, 1, 2))
     print(f"{'scipy.sparse (1 process)':<32}{per:>10.4f}{rounds:>8.0f}{total:>11.2f}", flush=True)
     for workers in (1, 2):
         runs = [paracel_pagerank(workers) for _ in range(args.repeats)]

@@ -23,6 +23,15 @@ cdef inline double _uniform(uint64_t *state) noexcept nogil:
     return (_next(state) >> 11) * (1.0 / 9007199254740992.0)
 
 
+cdef inline int _draw(double[::1] cumulative, Py_ssize_t K, uint64_t *state) noexcept nogil:
+    """A topic drawn in proportion to the weights whose running sums are ``cumulative``."""
+    cdef double u = _uniform(state) * cumulative[K - 1]
+    cdef int t = 0
+    while t < K - 1 and cumulative[t] <= u:
+        t += 1
+    return t
+
+
 def gibbs_sweep(const int[:] doc, const int[:] word, int[:] z, int[:, :] n_dk, int[:, :] n_wk,
                 int[:] n_k, double alpha, double beta, double wbeta, uint64_t seed):
     """One collapsed-Gibbs sweep over every token, in order: remove the token's topic from the
@@ -31,7 +40,7 @@ def gibbs_sweep(const int[:] doc, const int[:] word, int[:] z, int[:, :] n_dk, i
     count that another worker's stale update made negative counts as 0)."""
     cdef Py_ssize_t n = doc.shape[0], K = n_k.shape[0], i, k
     cdef int d, w, t
-    cdef double total, u, cw
+    cdef double total, cw
     cdef uint64_t state = seed
     cdef double[::1] p = np.empty(K)
     cdef double[::1] inv = np.empty(K)  # 1 / (n_k + W beta), kept up to date per token
@@ -49,10 +58,7 @@ def gibbs_sweep(const int[:] doc, const int[:] word, int[:] z, int[:, :] n_dk, i
                 cw = n_wk[w, k] if n_wk[w, k] > 0 else 0
                 total += (n_dk[d, k] + alpha) * (cw + beta) * inv[k]
                 p[k] = total
-            u = _uniform(&state) * total
-            t = 0
-            while t < K - 1 and p[t] <= u:
-                t += 1
+            t = _draw(p, K, &state)
             z[i] = t
             n_dk[d, t] += 1
             n_wk[w, t] += 1
@@ -67,7 +73,7 @@ def infer_theta(const int[:] doc, const int[:] word, const double[:, :] phi, Py_
     averaging (n_dk + alpha) / (n_d + K alpha) over the sweeps after ``burn_in``."""
     cdef Py_ssize_t n = doc.shape[0], K = phi.shape[1], i, k, s
     cdef int d, w, t
-    cdef double total, u
+    cdef double total
     cdef uint64_t state = seed
     cdef double[::1] p = np.empty(K)
     cdef int[::1] z = np.empty(n, dtype=np.int32)
@@ -89,10 +95,7 @@ def infer_theta(const int[:] doc, const int[:] word, const double[:, :] phi, Py_
                 for k in range(K):
                     total += (n_dk[d, k] + alpha) * phi[w, k]
                     p[k] = total
-                u = _uniform(&state) * total
-                t = 0
-                while t < K - 1 and p[t] <= u:
-                    t += 1
+                t = _draw(p, K, &state)
                 z[i] = t
                 n_dk[d, t] += 1
             if s >= burn_in:

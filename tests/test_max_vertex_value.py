@@ -11,16 +11,14 @@ from scipy.sparse.csgraph import connected_components
 
 from paracel import launch
 from paracel.algorithms.max_vertex_value import neighbour_max
+from tests.graphs import read_graph, read_vertex_values
 
 EMAIL = Path(__file__).resolve().parents[2] / "shared" / "data" / "snap-email-eu-core" / "email-Eu-core.txt"
 
 
 def component_max(path: Path) -> dict[int, int]:
     """The largest vertex id of each vertex's (weakly) connected component."""
-    edges = np.loadtxt(path, comments="#", dtype=np.int64, ndmin=2)
-    ids, local = np.unique(edges[:, :2], return_inverse=True)
-    src, dst = local.reshape(-1, 2).T
-    graph = sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(len(ids), len(ids)))
+    ids, graph = read_graph(path)
     _, label = connected_components(graph, directed=True, connection="weak")
     best = np.zeros(label.max() + 1, dtype=np.int64)
     np.maximum.at(best, label, ids)
@@ -32,12 +30,7 @@ def test_every_vertex_gets_the_largest_id_of_its_component(tmp_path, workers, st
     config = {"algorithm": "paracel.algorithms.max_vertex_value:MaxVertexValue", "staleness": staleness,
               "output": str(tmp_path), "params": {"input": str(EMAIL)}}
     launch(config, workers=workers, servers=2, timeout=120)
-    got: dict[int, int] = {}
-    for part in tmp_path.glob("max_value_*.txt"):
-        for line in part.read_text().splitlines():
-            vertex, value = map(int, line.split("\t"))
-            assert vertex not in got
-            got[vertex] = value
+    got = read_vertex_values(tmp_path, "max_value")
     expected = component_max(EMAIL)
     assert got == expected and len(got) == 1005 and len(set(expected.values())) > 1
 

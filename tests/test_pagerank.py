@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from paracel import JobFailed, launch
+from tests.graphs import read_vertex_values, scipy_pagerank
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 WIKI = DATA / "snap-wiki-vote" / "wiki-Vote.txt"
@@ -20,40 +19,16 @@ TOP10 = {
 }
 
 
-def scipy_pagerank(path: Path, damping: float = 0.85, tol: float = 1e-13) -> dict[int, float]:
-    """Power iteration with scipy.sparse, independent of paracel's loader."""
-    edges = np.loadtxt(path, comments="#", dtype=np.int64, ndmin=2)
-    ids, local = np.unique(edges[:, :2], return_inverse=True)
-    src, dst = local.reshape(-1, 2).T
-    n = len(ids)
-    adj = sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
-    out = np.asarray(adj.sum(axis=1)).ravel()
-    walk = sp.diags(np.divide(1.0, out, out=np.zeros(n), where=out > 0)) @ adj
-    rank = np.full(n, 1.0 / n)
-    for _ in range(1000):
-        new = (1 - damping) / n + damping * (walk.T @ rank + rank[out == 0].sum() / n)
-        if np.abs(new - rank).sum() < tol:
-            break
-        rank = new
-    return dict(zip(ids.tolist(), new.tolist()))
-
-
 def run(tmp_path: Path, graph: Path, workers: int, staleness: int | None = 0) -> dict[int, float]:
     config = {"algorithm": "paracel.algorithms.pagerank:PageRank", "staleness": staleness,
               "output": str(tmp_path), "params": {"input": str(graph)}}
     launch(config, workers=workers, servers=2, timeout=120)
-    ranks: dict[int, float] = {}
-    for part in tmp_path.glob("pagerank_*.txt"):
-        for line in part.read_text().splitlines():
-            vertex, value = line.split("\t")
-            assert int(vertex) not in ranks  # every vertex on exactly one worker
-            ranks[int(vertex)] = float(value)
-    return ranks
+    return read_vertex_values(tmp_path, "pagerank")
 
 
 @pytest.fixture(scope="module")
 def wiki_reference() -> dict[int, float]:
-    return scipy_pagerank(WIKI)
+    return scipy_pagerank(WIKI)[0]
 
 
 @pytest.mark.parametrize("workers, staleness", [(1, 0), (2, 0), (4, 0), (2, 2), (3, None)])
@@ -68,7 +43,7 @@ def test_wiki_vote_equals_scipy_and_the_reference_top10(tmp_path, wiki_reference
 
 def test_slashdot_with_self_loops_equals_scipy(tmp_path):
     ranks = run(tmp_path, SLASHDOT, workers=2)
-    reference = scipy_pagerank(SLASHDOT)
+    reference = scipy_pagerank(SLASHDOT)[0]
     assert ranks.keys() == reference.keys() and len(ranks) == 82168
     assert sum(abs(ranks[v] - reference[v]) for v in ranks) < 1e-6
     assert sorted(ranks, key=lambda v: (-ranks[v], v))[:10] == TOP10[SLASHDOT]
