@@ -144,9 +144,9 @@ class LogisticRegression(paralg):
 
     # -- the job
     def solve(self) -> None:
-        if self.method in SYNCHRONOUS and self._client.staleness != 0:
+        if self.method in SYNCHRONOUS and self.get_staleness() != 0:
             raise ValueError(f"method {self.method!r} is bulk-synchronous: run it with staleness 0, "
-                             f"not {self._client.staleness}")
+                             f"not {self.get_staleness()}")
         train = self._load(self.train)
         self.n_features = train.X.shape[1]
         test = self._load(self.test, everything=True) if self.test else None

@@ -63,6 +63,10 @@ class paralg:  # noqa: N801 - the name users know from Paracel
         """The number of workers."""
         return self._ctx.worker_comm.Get_size()
 
+    def get_staleness(self) -> int | None:
+        """The job's SSP bound: an int >= 0 (0 = BSP), or None for asynchronous."""
+        return self._client.staleness
+
     @property
     def worker_comm(self) -> "MPI.Intracomm":
         """An MPI communicator of the workers only, for collectives among them."""
