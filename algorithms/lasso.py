@@ -80,13 +80,8 @@ class Lasso(paralg):
 
     def _load(self) -> tuple[Matrix, np.ndarray]:
         """This worker's rows and labels; raises ``ValueError`` on a non-finite value."""
-        if self.fmt == "libsvm":
-            rows = self.paracel_load(self.input, fmt="libsvm", n_features=self.n_features)
-            X, y = rows.X.tocsc(), rows.y
-        else:
-            names = [f"f{j}" for j in range(self.n_features)]
-            table = self.paracel_load(self.input, fmt="csv", columns=[f"{n}:float" for n in names] + ["label:float"])
-            X, y = np.column_stack([table[n] for n in names]), table["label"]
+        rows = self.paracel_load_labeled(self.input, self.fmt, self.n_features)
+        X, y = (rows.X.tocsc() if self.fmt == "libsvm" else rows.X.toarray()), rows.y
         if not (np.isfinite(X.data if sp.issparse(X) else X).all() and np.isfinite(y).all()):
             raise ValueError(f"{self.input} holds a non-finite feature or label (worker {self.get_worker_id()})")
         return X, y

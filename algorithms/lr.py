@@ -108,14 +108,8 @@ class LogisticRegression(paralg):
     # -- data
     def _load(self, path: str, everything: bool = False) -> Samples:
         """This worker's share of ``path`` (every row with ``everything``) as Samples."""
-        load = self.paracel_loadall if everything else self.paracel_load
-        if self.fmt == "libsvm":
-            rows = load(path, fmt="libsvm", n_features=self.n_features)
-            return _samples(rows.X, rows.y)
-        names = [f"f{j}" for j in range(self.n_features)]
-        table = load(path, fmt="csv", columns=[(name, "float") for name in names] + [("label", "float")])
-        dense = np.column_stack([table[name] for name in names]) if len(table) else np.zeros((0, len(names)))
-        return _samples(sp.csr_matrix(dense), table["label"])
+        rows = self.paracel_load_labeled(path, self.fmt, self.n_features, everywhere=everything)
+        return _samples(rows.X, rows.y)
 
     # -- the model on the servers
     def _keys(self, parity: int = 0) -> np.ndarray:

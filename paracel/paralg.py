@@ -93,6 +93,13 @@ class paralg:  # noqa: N801 - the name users know from Paracel
         from paracel.loading import load_as_matrix
         return load_as_matrix(pattern, comm=self.worker_comm, **options)
 
+    def paracel_load_labeled(self, pattern: Any, fmt: str = "libsvm", n_features: int | None = None,
+                             everywhere: bool = False) -> Any:
+        """Labelled rows (``X`` CSR, ``y``) from LIBSVM or dense CSV ``f_1,...,f_k,label``: this
+        worker's share, or every row with ``everywhere``; see ``paracel.loading.load_labeled``."""
+        from paracel.loading import load_labeled
+        return load_labeled(pattern, comm=self.worker_comm, fmt=fmt, n_features=n_features, everywhere=everywhere)
+
     def paracel_loadall(self, pattern: Any, **options: Any) -> Any:
         """Every file in ``pattern`` on every worker; see ``paracel.loading.loadall``."""
         from paracel.loading import loadall

@@ -13,7 +13,7 @@ from typing import Any
 
 _HOMES = {
     "load": "api", "loadall": "api", "sequential_loadall": "api",
-    "load_as_graph": "builders", "load_as_matrix": "builders",
+    "load_as_graph": "builders", "load_as_matrix": "builders", "load_labeled": "builders",
     "LoadError": "errors", "LineError": "errors", "make_format": "formats",
     "GraphShard": "records", "IdMap": "records", "Lines": "records", "LoadInfo": "records",
     "MatrixShard": "records", "Records": "records", "SparseRows": "records", "Table": "records",

@@ -9,10 +9,10 @@ from mpi4py import MPI
 
 from paracel import collectives
 
-from .api import agree, load
+from .api import agree, load, loadall
 from .errors import LoadError
 from .inputs import Pattern
-from .records import GraphShard, IdMap, MatrixShard, Table
+from .records import GraphShard, IdMap, MatrixShard, SparseRows, Table
 from .shuffle import exchange, owners
 
 _ROLES = {"ratings": ("user", "item", "rating"), "docword": ("doc", "word", "count"),
@@ -102,6 +102,28 @@ def _dense(table: Table, key: str, comm: MPI.Intracomm) -> MatrixShard:
     dense = np.empty_like(values)
     dense[rows.to_local(ids)] = values
     return MatrixShard(dense, rows, None, table.info)
+
+
+def load_labeled(pattern: Pattern, *, comm: MPI.Intracomm, fmt: str = "libsvm", n_features: int | None = None,
+                 everywhere: bool = False, **load_options: Any) -> SparseRows:
+    """Collective: labelled rows as :class:`SparseRows` (``X`` float64 CSR, ``y``), from LIBSVM
+    lines or from dense CSV lines ``f_1,...,f_k,label`` (``n_features`` = k, required).
+
+    This worker's share, or with ``everywhere`` every row on every worker. Raises ValueError
+    for another ``fmt`` or a CSV without ``n_features``, and as :func:`load`.
+    """
+    read = loadall if everywhere else load
+    if fmt == "libsvm":
+        return read(pattern, comm=comm, fmt="libsvm", n_features=n_features, **load_options)
+    if fmt != "csv":
+        raise ValueError(f"labelled rows come as 'libsvm' or 'csv', not {fmt!r}")
+    if n_features is None:
+        raise ValueError("fmt 'csv' needs n_features (the number of feature columns before the label)")
+    names = [f"f{j}" for j in range(n_features)]
+    table = read(pattern, comm=comm, fmt="csv", columns=[(name, "float") for name in names] + [("label", "float")],
+                 **load_options)
+    dense = np.column_stack([table[name] for name in names]) if len(table) else np.zeros((0, n_features))
+    return SparseRows(sp.csr_matrix(dense), np.asarray(table["label"], np.float64), table.info)
 
 
 def _table(result: Any, fmt: Any) -> Table:
