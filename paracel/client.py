@@ -7,6 +7,7 @@ import numpy as np
 from mpi4py import MPI
 
 from paracel.batch import INT_KEYS, STR_KEYS, Key, KeyBatch, ValueBatch
+from paracel.cache import ReadCache
 from paracel.layout import Layout
 from paracel.protocol import (Contains, Done, ErrorReply, Flush, Items, Pull, Push, Remove, Reply, Request, Sync, Tick,
                               TopK, Update)
@@ -15,9 +16,6 @@ from paracel.waiting import probe
 from paracel.wire import TAG_REPLY, TAG_REQUEST, Receiver, send
 
 Keys = Sequence[Key] | np.ndarray
-#: A write of this many keys or more empties the whole read cache instead of key by key.
-FORGET_ALL_FROM = 256
-
 
 class Share(NamedTuple):
     """The part of a batch that one server holds."""
@@ -47,8 +45,18 @@ class ParamClient:
         self.clock = 0
         self.known_min = 0
         self.use_cache = cache and staleness is not None
-        self._cache: dict[Key, tuple[int, ValueBatch, int]] = {}  # key -> (stamp, batch, row)
+        self.cache = ReadCache()
         self._unflushed: set[int] = set()
+
+    @property
+    def cache_hits(self) -> int:
+        """Keys read so far that the cache served."""
+        return self.cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        """Keys read so far, with the cache on, that had to be pulled."""
+        return self.cache.misses
 
     # -- messaging
     def call(self, calls: Sequence[tuple[int, Request]]) -> list[Reply]:
@@ -86,34 +94,33 @@ class ParamClient:
     def read(self, keys: Keys | Key, as_array: bool = False) -> list[Any] | np.ndarray:
         """Values of ``keys`` (a list, or with ``as_array`` one array of shape (n, *shape)).
 
-        Raises ``RemoteKeyError`` naming absent keys, ``ValueError`` if ``as_array`` is asked of
-        values that differ in dtype or shape.
+        Keys cached fresh enough for SSP rule 1 are served from the cache; only the others are
+        pulled. Raises ``RemoteKeyError`` naming absent keys, ``ValueError`` if ``as_array`` is
+        asked of values that differ in dtype or shape.
         """
         batch = KeyBatch.of(keys)
-        names = batch.to_list() if self.use_cache else None
-        if names and self._cache:
-            values = self._cached(names)
-            if values is not None:
-                return _output(values, as_array)
+        if not self.use_cache:
+            return _output(self._pull(batch), as_array)
+        slots = self.cache.slots(batch)
+        hit = self.cache.fresh(slots, self.clock - self.staleness)
+        nhit = int(np.count_nonzero(hit))
+        self.cache.hits += nhit
+        self.cache.misses += len(batch) - nhit
+        if nhit == len(batch):
+            return _output(self.cache.values(slots), as_array)
+        missing = batch if nhit == 0 else batch.take(np.flatnonzero(~hit))
         stamp = self.known_min
-        shares = self._split(batch)
-        replies = self.call([(share.rank, Pull(share.keys)) for share in shares])
-        values = _combine([reply.values for reply in replies], [share.positions for share in shares], len(batch))
-        if names:
-            private = values.take(np.arange(len(values)))  # a copy the user cannot modify
-            self._cache.update(zip(names, ((stamp, private, i) for i in range(len(names)))))
+        values = self._pull(missing)
+        self.cache.store(missing, values, stamp)
+        if nhit:  # a partial hit: every value is in the cache now
+            values = self.cache.values(self.cache.slots(batch))
         return _output(values, as_array)
 
-    def _cached(self, names: list[Key]) -> ValueBatch | None:
-        """The cached values of ``names`` if every one is fresh enough for SSP rule 1."""
-        fresh = self.clock - self.staleness
-        hits = [self._cache.get(k) for k in names]
-        if not all(h is not None and h[0] >= fresh for h in hits):
-            return None
-        store = hits[0][1]
-        if all(h[1] is store for h in hits):  # one earlier read: a single gather
-            return store.take(np.fromiter((h[2] for h in hits), dtype=np.int64, count=len(hits)))
-        return ValueBatch(ragged=[(np.array(h[1].item(h[2])[0]), h[1].item(h[2])[1]) for h in hits])
+    def _pull(self, batch: KeyBatch) -> ValueBatch:
+        """The values of ``batch`` from the servers, in order."""
+        shares = self._split(batch)
+        replies = self.call([(share.rank, Pull(share.keys)) for share in shares])
+        return _combine([reply.values for reply in replies], [share.positions for share in shares], len(batch))
 
     def contains(self, keys: Keys | Key) -> np.ndarray:
         """Bool array: which keys some server holds."""
@@ -151,13 +158,8 @@ class ParamClient:
     # -- writes
     def _forget(self, batch: KeyBatch) -> None:
         """Drop cached copies of keys this worker changes (read-my-writes)."""
-        if not self._cache:
-            return
-        if len(batch) >= FORGET_ALL_FROM:  # cheaper than a lookup per key, and as correct
-            self._cache.clear()
-            return
-        for k in batch.to_list():
-            self._cache.pop(k, None)
+        if self.use_cache:
+            self.cache.forget(batch)
 
     def write(self, keys: Keys | Key, values: Sequence[Any] | np.ndarray) -> None:
         """Store ``values`` under ``keys``; returns once every server has stored them."""
@@ -200,9 +202,8 @@ class ParamClient:
         self.flush()
         self.clock += 1
         self._ask_clock(Tick())
-        if self._cache:
-            fresh = self.clock - self.staleness
-            self._cache = {k: e for k, e in self._cache.items() if e[0] >= fresh}
+        if self.use_cache:
+            self.cache.compact(self.clock - self.staleness)
 
     def sync(self) -> None:
         """Barrier of all workers, after which every worker's updates are visible to all.
@@ -211,7 +212,8 @@ class ParamClient:
         """
         self.flush()
         self._ask_clock(Sync())
-        self._cache.clear()
+        if self.use_cache:
+            self.cache.clear()
 
     def finish(self) -> None:
         """Tell the servers and the clock that this worker is done (after a final flush)."""

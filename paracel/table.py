@@ -58,7 +58,8 @@ class ShardTable:
         return len(self.index)
 
     # -- index
-    def _lookup(self, keys: KeyBatch) -> np.ndarray:
+    def lookup(self, keys: KeyBatch) -> np.ndarray:
+        """The slot of every key (``block << ROW_BITS | row``; -1 where absent)."""
         if keys.kind == INT_KEYS:
             return self.index.get_ints(keys.ints)
         return self.index.get_strs(keys.blob, keys.offsets)
@@ -96,7 +97,7 @@ class ShardTable:
         moved = keys.take(where)
         self._set_slots(moved, (bid << ROW_BITS) | rows)
         # a key given twice got two rows and kept the last: free the others
-        final = self._lookup(keys)
+        final = self.lookup(keys)
         block.release(np.setdiff1d(rows, final[where] & ROW_MASK))
         return final & ROW_MASK
 
@@ -106,7 +107,7 @@ class ShardTable:
 
         A single key's value is a view of the table: valid until the table next changes.
         """
-        slots = self._lookup(keys)
+        slots = self.lookup(keys)
         missing = slots < 0
         if missing.any():
             absent = keys.take(np.flatnonzero(missing))
@@ -127,7 +128,7 @@ class ShardTable:
     def row_bytes(self, keys: KeyBatch, signature: Signature) -> np.ndarray | None:
         """The bytes of the one key's row if it already holds a value of this signature (so a
         new value can be received straight into the table, see ``write``), else None."""
-        slot = int(self._lookup(keys)[0])
+        slot = int(self.lookup(keys)[0])
         if slot < 0 or (slot >> ROW_BITS) != self._block_id(*signature):
             return None
         row = slot & ROW_MASK
@@ -154,7 +155,7 @@ class ShardTable:
                 arr, py = values.item(i)
                 self.write(keys.take(np.array([i])), ValueBatch(dense=arr[None], py=py))
             return
-        slots = self._lookup(keys)
+        slots = self.lookup(keys)
         if len(slots) == 1 and self._is_row_at(int(slots[0]), values):
             return
         bid = self._block_id(values.dense.dtype, values.dense.shape[1:], values.py)
@@ -175,7 +176,7 @@ class ShardTable:
             self.write(keys, deltas)
             return
         bid = self._block_id(deltas.dense.dtype, deltas.dense.shape[1:], deltas.py)
-        slots = self._lookup(keys)
+        slots = self.lookup(keys)
         foreign = (slots >= 0) & ((slots >> ROW_BITS) != bid)
         if foreign.any():  # stored with another dtype/shape: numpy's own promotion rules, key by key
             self._update_each(keys, deltas, fn)
@@ -188,7 +189,7 @@ class ShardTable:
             _, first = np.unique(rows, return_index=True)
             self.blocks[bid].data[rows[first]] = deltas.dense[missing[first]]
             apply[missing[first]] = False
-            slots = self._lookup(keys)
+            slots = self.lookup(keys)
         data = self.blocks[bid].data  # only now: placing new keys may have grown the block
         rows = slots[apply] & ROW_MASK
         d = deltas.dense[apply]
@@ -200,7 +201,7 @@ class ShardTable:
     def _update_each(self, keys: KeyBatch, deltas: ValueBatch, fn: Any) -> None:
         for i in range(len(keys)):
             key = keys.take(np.array([i]))
-            slot = int(self._lookup(key)[0])
+            slot = int(self.lookup(key)[0])
             delta_arr, delta_py = deltas.item(i)
             if slot < 0:
                 self.write(key, ValueBatch(dense=np.asarray(delta_arr)[None], py=delta_py))
@@ -211,7 +212,7 @@ class ShardTable:
 
     def remove(self, keys: KeyBatch) -> int:
         """Delete ``keys``; returns how many were present."""
-        slots = self._lookup(keys)
+        slots = self.lookup(keys)
         present = np.unique(slots[slots >= 0])
         self._release(present)
         if keys.kind == INT_KEYS:
@@ -222,7 +223,7 @@ class ShardTable:
 
     def contains(self, keys: KeyBatch) -> np.ndarray:
         """Bool array: which keys are present."""
-        return self._lookup(keys) >= 0
+        return self.lookup(keys) >= 0
 
     def items(self, kind: str, prefix: str | None = None) -> tuple[KeyBatch, ValueBatch]:
         """Every key of ``kind`` (``INT_KEYS`` or ``STR_KEYS``; str keys filtered by ``prefix``)

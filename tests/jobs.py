@@ -149,3 +149,34 @@ class UserFn(paralg):
         self.sync()
         if self.get_worker_id() == 0:
             (self.output_dir / "result.json").write_text(json.dumps(self.paracel_read("capped")))
+
+
+class CacheProbe(paralg):
+    """Reads overlapping key sets under SSP and records, per read, how many keys had to be
+    pulled (the cache's misses) and whether the values were right (run with staleness >= 1).
+    Each worker reads only keys it wrote, so what it must see is known exactly."""
+
+    def solve(self) -> None:
+        w = self.get_worker_id()
+        keys = np.arange(100) + 1000 * w
+        expected = np.repeat(keys[:, None], 3, axis=1).astype(float)
+        names = [f"w{w}-0", f"w{w}-1"]
+        self.paracel_write_multi(keys, expected)
+        self.paracel_write_multi(names, [0, 1])
+        self.sync()
+        client, steps = self._client, []
+
+        def read(which, want) -> None:
+            before = client.cache_misses
+            got = self.paracel_read_multi(which, as_array=True)
+            steps.append({"misses": client.cache_misses - before, "correct": bool(np.array_equal(got, want))})
+
+        read(keys[:50], expected[:50])  # all pulled
+        read(keys[::-1], expected[::-1])  # a partial hit: only the other 50 pulled
+        read(keys, expected)  # all cached
+        self.paracel_bupdate_multi(keys[10:20], np.ones((10, 3)))
+        expected[10:20] += 1
+        read(keys, expected)  # read-my-writes: the 10 updated keys pulled anew
+        read(names[::-1], np.array([1, 0]))
+        read(names[:1], np.array([0]))
+        (self.output_dir / f"cache_{w}.json").write_text(json.dumps(steps))
