@@ -1,20 +1,30 @@
-"""Parameter-server micro-benchmark: paracel beside raw mpi4py on the same ranks.
+"""Parameter-server micro-benchmark: paracel beside raw mpi4py on the same ranks, in one run.
 
-    python benchmarks/ps_micro.py [--repeats 30]
+    python benchmarks/ps_micro.py [--repeats 30] [--table-keys 1000000]
 
-Measures, with 2 workers and 1 server (plus the clock rank), (a) batched pull and push of
-10,000 keys x 10 float64 per call in keys/s (both workers at once, totals per server) and
-(b) pull and push of one 8 MB array in MB/s (one worker). The baseline sends the same bytes
-with plain mpi4py buffer calls between the same ranks, the "server" doing no table work.
+With 2 workers and 1 server (plus the clock rank), 10,000 keys x 10 float64 per call:
+  basic    batched pull and push with the cache off (keys/s, both workers, per server), and one
+           8 MB array pulled and pushed by one worker (MB/s);
+  cached   batched reads repeated within one clock at staleness 2, served by the cache;
+  loop     the training-shaped iteration ``paracel_bupdate_multi`` + ``paracel_read_multi`` +
+           ``iter_commit`` at staleness 0, 2 and unbounded, cache on (keys/s: both workers'
+           keys pushed and pulled back per second).
+With 2 workers and 2 servers, a table of ``--table-keys`` distinct keys x 10 float64, each worker
+its half in batches of 100,000 keys (staleness 0): first write, update + commit, read (keys/s
+per server). The raw baseline moves the same bytes the same way with plain mpi4py buffer calls
+between the same ranks: its "server" adds pushed rows into an array and sends rows back, its
+"clock" releases both workers once both ticked; it does no table work.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -25,26 +35,33 @@ from paracel import launch, paralg  # noqa: E402
 from paracel.launch import mpiexec_path, run_command  # noqa: E402
 
 NKEYS, WIDTH, BIG = 10_000, 10, 8 * 2**20 // 8  # BIG: float64 elements in 8 MB
+TABLE_BATCH, TABLE_SERVERS = 100_000, 2
 
 
 class PSMicro(paralg):
-    """Times batched and big pulls/pushes through paracel; worker 0 writes the figures."""
+    """Times one phase of the benchmark through paracel; worker 0 writes ``<phase>.json``."""
 
-    def __init__(self, repeats: int = 30):
-        self.repeats = repeats
+    def __init__(self, phase: Literal["basic", "cached", "loop", "table"] = "basic", repeats: int = 30,
+                 table_keys: int = 1_000_000):
+        self.phase, self.repeats, self.table_keys = phase, repeats, table_keys
 
-    def _timed(self, fn) -> float:
+    def _timed(self, fn: Callable[[], object], repeats: int | None = None) -> float:
         """Slowest worker's time for ``repeats`` calls (waits through the clock rank, which
         sleeps, rather than MPI collectives, which would spin on a core the others need)."""
         self.sync()
         start = time.perf_counter()
-        for _ in range(self.repeats):
+        for _ in range(self.repeats if repeats is None else repeats):
             fn()
         self.paracel_write(f"elapsed-{self.get_worker_id()}", time.perf_counter() - start)
         self.sync()
         return max(self.paracel_read_multi([f"elapsed-{w}" for w in range(self.get_worker_size())]))
 
     def solve(self) -> None:
+        figures = getattr(self, f"_{self.phase}")()
+        if self.get_worker_id() == 0:
+            (self.output_dir / f"{self.phase}.json").write_text(json.dumps(figures))
+
+    def _basic(self) -> dict[str, float]:
         keys = np.arange(NKEYS)
         values = np.random.default_rng(self.get_worker_id()).normal(size=(NKEYS, WIDTH))
         self.paracel_write_multi(keys, values)
@@ -59,9 +76,56 @@ class PSMicro(paralg):
         mb = self.repeats * big.nbytes / 1e6
         big_pull = mb / self._timed(lambda: one and self.paracel_read(mine))
         big_push = mb / self._timed(lambda: one and self.paracel_write(mine, big))
-        if one:
-            figures = {"pull_keys_s": pull, "push_keys_s": push, "big_pull_MB_s": big_pull, "big_push_MB_s": big_push}
-            (self.output_dir / "figures.json").write_text(json.dumps(figures))
+        return {"pull_keys_s": pull, "push_keys_s": push, "big_pull_MB_s": big_pull, "big_push_MB_s": big_push}
+
+    def _cached(self) -> dict[str, float]:
+        keys = np.arange(NKEYS)
+        self.paracel_write_multi(keys, np.ones((NKEYS, WIDTH)))
+        self.sync()
+        self.paracel_read_multi(keys, as_array=True)  # fills the cache
+
+        def reads() -> None:
+            for _ in range(10):
+                self.paracel_read_multi(keys, as_array=True)
+        self.sync()  # (empties the cache: the first read of each timed call refills it)
+        elapsed = self._timed(reads)
+        return {"cached_read_keys_s": 10 * self.repeats * NKEYS * self.get_worker_size() / elapsed}
+
+    def _loop(self) -> dict[str, float]:
+        keys = np.arange(NKEYS)
+        deltas = np.full((NKEYS, WIDTH), 1e-3)
+        self.paracel_write_multi(keys, np.zeros((NKEYS, WIDTH)))
+
+        def iteration() -> None:
+            self.paracel_bupdate_multi(keys, deltas)
+            self.paracel_read_multi(keys, as_array=True)
+            self.iter_commit()
+        iteration()  # warm-up
+        elapsed = self._timed(iteration)
+        return {"loop_keys_s": self.repeats * NKEYS * self.get_worker_size() / elapsed}
+
+    def _table(self) -> dict[str, float]:
+        w, nw = self.get_worker_id(), self.get_worker_size()
+        mine = np.arange(w, self.table_keys, nw, dtype=np.int64) * 7919  # spread, distinct
+        batches = [mine[i:i + TABLE_BATCH] for i in range(0, len(mine), TABLE_BATCH)]
+        rows = np.ones((TABLE_BATCH, WIDTH))
+
+        def each(op: Callable[[np.ndarray, np.ndarray], object]) -> Callable[[], None]:
+            return lambda: [op(b, rows[:len(b)]) for b in batches]
+
+        def update(b: np.ndarray, r: np.ndarray) -> None:
+            self.paracel_bupdate_multi(b, r)
+            self.iter_commit()
+        per_server = self.table_keys / TABLE_SERVERS
+        write = per_server / self._timed(each(self.paracel_write_multi), 1)
+        upd = per_server / self._timed(each(update), 1)
+        read = per_server / self._timed(each(lambda b, r: self.paracel_read_multi(b, as_array=True)), 1)
+        return {"table_write_keys_s": write, "table_update_keys_s": upd, "table_read_keys_s": read}
+
+
+# ---------------------------------------------------------------------------- raw mpi4py
+SERVER, CLOCK = 2, 3
+PUSH, PULL, TICK, DATA, REPLY = 0, 1, 2, 3, 4
 
 
 def quiet(request) -> None:
@@ -70,42 +134,112 @@ def quiet(request) -> None:
         time.sleep(1e-4)
 
 
+def poll(comm, source, tag, status) -> None:
+    """Wait for a message by polling and yielding the core (a blocking MPI wait spins)."""
+    while not comm.Iprobe(source, tag, status):
+        os.sched_yield()
+
+
 def raw_mpi(repeats: int, out: Path) -> None:
-    """Rank layout as in paracel (2 workers, server rank 2, idle rank 3); same bytes, no table."""
+    """Rank layout as in paracel (workers 0 and 1, server rank 2, clock rank 3); same bytes."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     workers = comm.Split(0 if rank < 2 else 1, rank)
+    status = MPI.Status()
     keys, values, ack = np.arange(NKEYS, dtype=np.int64), np.ones((NKEYS, WIDTH)), np.zeros(1)
     big = np.ones(BIG)
-    phases = [("pull", 2, keys, values), ("push", 2, (keys, values), ack),
-              ("big_pull", 1, keys[:1], big), ("big_push", 1, (keys[:1], big), ack)]
+    table = np.zeros((NKEYS, WIDTH))
     figures = {}
-    for name, nclients, request, reply in phases:
-        rounds = repeats * nclients
-        requests = request if isinstance(request, tuple) else (request,)
-        if rank == 2:
-            status = MPI.Status()
-            for _ in range(rounds):
-                comm.Probe(MPI.ANY_SOURCE, 0, status)
-                for part in requests:
-                    comm.Recv(part, status.Get_source(), 0)
-                comm.Send(reply, status.Get_source(), 1)
-        elif rank < nclients:
-            quiet(workers.Ibarrier())
-            start = time.perf_counter()
+
+    def timed(nclients: int, body: Callable[[], None]) -> float | None:
+        if rank >= 2:
+            return None
+        quiet(workers.Ibarrier())
+        start = time.perf_counter()
+        if rank < nclients:
             for _ in range(repeats):
-                for part in requests:
-                    comm.Send(part, 2, 0)
-                comm.Recv(reply, 2, 1)
-            elapsed = np.array([time.perf_counter() - start])
-            quiet(workers.Iallreduce(MPI.IN_PLACE, elapsed, MPI.MAX))
-            per_call = NKEYS if name in ("pull", "push") else big.nbytes / 1e6
-            figures[f"{name}_{'keys_s' if name in ('pull', 'push') else 'MB_s'}"] = nclients * repeats * per_call / elapsed[0]
-        elif rank < 2:
-            quiet(workers.Ibarrier())
-            quiet(workers.Iallreduce(MPI.IN_PLACE, np.zeros(1), MPI.MAX))
+                body()
+        elapsed = np.array([time.perf_counter() - start])
+        quiet(workers.Iallreduce(MPI.IN_PLACE, elapsed, MPI.MAX))
+        return float(elapsed[0])
+
+    def serve(rounds: int, reply_for: dict[int, Callable[[int], np.ndarray | None]]) -> None:
+        """The raw server: ``rounds`` requests, each a tag's key buffer (+ rows for PUSH)."""
+        for _ in range(rounds):
+            poll(comm, MPI.ANY_SOURCE, MPI.ANY_TAG, status)
+            source, tag = status.Get_source(), status.Get_tag()
+            reply = reply_for[tag](source)
+            if reply is not None:
+                comm.Send(reply, source, REPLY)
+
+    def recv_push(source: int) -> None:
+        comm.Recv(keys, source, PUSH)
+        comm.Recv(values, source, DATA)
+        table[keys] += values
+
+    def recv_pull(source: int) -> np.ndarray:
+        comm.Recv(keys, source, PULL)
+        return table[keys]
+
+    def recv_store(source: int) -> np.ndarray:
+        recv_push(source)
+        return ack
+
+    phases: list[tuple[str, int, int, Callable[[], None]]] = [
+        ("pull_keys_s", 2, NKEYS, lambda: (comm.Send(keys, SERVER, PULL), comm.Recv(values, SERVER, REPLY))),
+        ("push_keys_s", 2, NKEYS, lambda: (comm.Send(keys, SERVER, PUSH), comm.Send(values, SERVER, DATA),
+                                           comm.Recv(ack, SERVER, REPLY))),
+    ]
+    for name, nclients, per_call, body in phases:
+        if rank == SERVER:
+            serve(repeats * nclients, {PULL: recv_pull, PUSH: recv_store})
+        elapsed = timed(nclients, body)
+        if elapsed is not None:
+            figures[name] = nclients * repeats * per_call / elapsed
+    # one 8 MB array each way, one worker
+    if rank == SERVER:
+        for _ in range(repeats):
+            poll(comm, 0, PULL, status)
+            comm.Recv(keys[:1], 0, PULL)
+            comm.Send(big, 0, REPLY)
+        for _ in range(repeats):
+            poll(comm, 0, PUSH, status)
+            comm.Recv(keys[:1], 0, PUSH)
+            comm.Recv(big, 0, DATA)
+            comm.Send(ack, 0, REPLY)
+    elapsed = timed(1, lambda: (comm.Send(keys[:1], SERVER, PULL), comm.Recv(big, SERVER, REPLY)))
+    if elapsed is not None:
+        figures["big_pull_MB_s"] = repeats * big.nbytes / 1e6 / elapsed
+    elapsed = timed(1, lambda: (comm.Send(keys[:1], SERVER, PUSH), comm.Send(big, SERVER, DATA),
+                                comm.Recv(ack, SERVER, REPLY)))
+    if elapsed is not None:
+        figures["big_push_MB_s"] = repeats * big.nbytes / 1e6 / elapsed
+    # the training-shaped loop: push rows (no reply), pull them back, tick; the clock releases
+    # both workers once both ticked (BSP)
+    tick = np.zeros(1)
+
+    def iteration() -> None:
+        comm.Send(keys, SERVER, PUSH)
+        comm.Send(values, SERVER, DATA)
+        comm.Send(keys, SERVER, PULL)
+        comm.Recv(values, SERVER, REPLY)
+        comm.Send(tick, CLOCK, TICK)
+        poll(comm, CLOCK, REPLY, status)
+        comm.Recv(tick, CLOCK, REPLY)
+    if rank == SERVER:
+        serve(4 * repeats, {PUSH: recv_push, PULL: recv_pull})
+    elif rank == CLOCK:
+        for _ in range(repeats):
+            for _ in range(2):
+                poll(comm, MPI.ANY_SOURCE, TICK, status)
+                comm.Recv(tick, status.Get_source(), TICK)
+            for w in range(2):
+                comm.Send(tick, w, REPLY)
+    elapsed = timed(2, iteration)
+    if elapsed is not None:
+        figures["loop_keys_s"] = 2 * repeats * NKEYS / elapsed
     if rank == 0:
         (out / "raw.json").write_text(json.dumps(figures))
 
@@ -113,26 +247,44 @@ def raw_mpi(repeats: int, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--table-keys", type=int, default=1_000_000)
     parser.add_argument("--raw", help=argparse.SUPPRESS)  # internal: run as a raw-MPI rank
     args = parser.parse_args()
     if args.raw:
         raw_mpi(args.repeats, Path(args.raw))
         return
     out = Path(tempfile.mkdtemp(prefix="ps_micro-"))
-    launch({"algorithm": "benchmarks.ps_micro:PSMicro", "params": {"repeats": args.repeats}, "staleness": None,
-            "output": str(out)}, workers=2, servers=1, timeout=600)
+
+    def run(phase: str, staleness: int | None, servers: int = 1, cache: bool = True) -> dict[str, float]:
+        folder = out / f"{phase}-{staleness}"
+        launch({"algorithm": "benchmarks.ps_micro:PSMicro", "staleness": staleness, "cache": cache,
+                "params": {"phase": phase, "repeats": args.repeats, "table_keys": args.table_keys},
+                "output": str(folder)}, workers=2, servers=servers, timeout=600)
+        return json.loads((folder / f"{phase}.json").read_text())
+
+    ours = run("basic", None)
+    ours |= run("cached", 2)
+    loops = {s: run("loop", s)["loop_keys_s"] for s in (0, 2, None)}
+    table = run("table", 0, servers=TABLE_SERVERS)
     done = run_command([mpiexec_path(), "-n", "4", sys.executable, __file__, "--raw", str(out), "--repeats",
                         str(args.repeats)], timeout=600)
     if done.returncode != 0:
         sys.exit(f"raw MPI baseline failed:\n{done.stderr}")
-    ours = json.loads((out / "figures.json").read_text())
     raw = json.loads((out / "raw.json").read_text())
-    print(f"{'measure (2 workers, 1 server)':40s} {'paracel':>14s} {'raw mpi4py':>14s} {'ratio':>7s}")
-    for key, label in [("pull_keys_s", "batched pull, keys/s (10k x 10 f64)"),
-                       ("push_keys_s", "batched push, keys/s (10k x 10 f64)"),
+    print(f"{'measure (2 workers, 1 server)':52s} {'paracel':>14s} {'raw mpi4py':>14s} {'ratio':>7s}")
+    for key, label in [("pull_keys_s", "batched pull, keys/s (10k x 10 f64, cache off)"),
+                       ("push_keys_s", "batched push, keys/s (same)"),
                        ("big_pull_MB_s", "pull one 8 MB array, MB/s"),
                        ("big_push_MB_s", "push one 8 MB array, MB/s")]:
-        print(f"{label:40s} {ours[key]:14,.0f} {raw[key]:14,.0f} {ours[key] / raw[key]:7.1%}")
+        print(f"{label:52s} {ours[key]:14,.0f} {raw[key]:14,.0f} {ours[key] / raw[key]:7.1%}")
+    for s, figure in loops.items():
+        label = f"bupdate + read + commit, keys/s, staleness {s}"
+        print(f"{label:52s} {figure:14,.0f} {raw['loop_keys_s']:14,.0f} {figure / raw['loop_keys_s']:7.1%}")
+    print(f"{'reads served by the cache, keys/s (staleness 2)':52s} {ours['cached_read_keys_s']:14,.0f}")
+    print(f"\n{args.table_keys:,} distinct keys x 10 f64 on 2 servers, batches of {TABLE_BATCH:,}, keys/s per server:")
+    for key, label in [("table_write_keys_s", "first write"), ("table_update_keys_s", "bupdate + commit"),
+                       ("table_read_keys_s", "read")]:
+        print(f"  {label:50s} {table[key]:14,.0f}")
 
 
 if __name__ == "__main__":

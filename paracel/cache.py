@@ -41,11 +41,16 @@ class ReadCache:
 
     def fresh(self, slots: np.ndarray, since: int) -> np.ndarray:
         """Bool mask: which slots hold a value stamped at clock ``since`` or later."""
-        out = slots >= 0
-        if not out.any():
-            return out
-        bids = slots >> ROW_BITS
-        for bid in np.unique(bids[out]).tolist():
+        present = slots >= 0
+        bids = slots >> ROW_BITS  # -1 where absent
+        top = int(bids.max()) if len(bids) else -1
+        if top < 0:
+            return present
+        if ((bids == top) | ~present).all():  # one block: one gather of stamps
+            stamps = np.take(self.stamps[top], slots & ROW_MASK, mode="clip")
+            return present & (stamps >= since)
+        out = present.copy()
+        for bid in np.unique(bids[present]).tolist():
             at = np.flatnonzero(bids == bid)
             out[at] = self.stamps[bid][slots[at] & ROW_MASK] >= since
         return out

@@ -118,7 +118,7 @@ class ShardTable:
             if len(slots) == 1:  # a view, not a copy: one key may hold a large array
                 row = int(slots[0]) & ROW_MASK
                 return ValueBatch(dense=block.data[row:row + 1], py=block.py)
-            return ValueBatch(dense=block.data[slots & ROW_MASK], py=block.py)
+            return ValueBatch(dense=np.take(block.data, slots & ROW_MASK, axis=0), py=block.py)
         return ValueBatch(ragged=[self._value_at(s) for s in slots.tolist()])
 
     def _value_at(self, slot: int) -> tuple[np.ndarray, int]:
@@ -193,8 +193,9 @@ class ShardTable:
         data = self.blocks[bid].data  # only now: placing new keys may have grown the block
         rows = slots[apply] & ROW_MASK
         d = deltas.dense[apply]
-        if len(np.unique(rows)) == len(rows):
-            data[rows] = BUILTIN_UFUNCS[fn_name](data[rows], d)
+        if _distinct(rows, len(data)):
+            current = np.take(data, rows, axis=0)
+            data[rows] = BUILTIN_UFUNCS[fn_name](current, d, out=current)
         else:
             BUILTIN_UFUNCS[fn_name].at(data, rows, d)
 
@@ -251,3 +252,12 @@ class ShardTable:
         order = sorted(range(len(idx)), key=lambda j: (-nums[j], names[j]))[:k]
         pick = idx[np.array(order, dtype=np.int64)]
         return keys.take(pick), values.take(pick)
+
+
+def _distinct(rows: np.ndarray, size: int) -> bool:
+    """Whether ``rows`` (row numbers below ``size``) has no repeats: O(n), no sort."""
+    if len(rows) < 2 or (rows[1:] > rows[:-1]).all():
+        return True
+    seen = np.zeros(size, dtype=bool)
+    seen[rows] = True
+    return int(np.count_nonzero(seen)) == len(rows)
