@@ -77,26 +77,31 @@ class ReadCache:
             self._stamp(slots[slots >= 0], STALE)
 
     def compact(self, since: int) -> None:
-        """Empty a large cache whose rows are mostly older than ``since`` (they can never be
-        served again), so it does not grow with every key ever read."""
+        """Empty a cache of ``COMPACT_FROM`` rows or more once most of its rows were last read
+        before clock ``since - 1`` (read neither in the clock just ended nor later), so it does
+        not grow with every key ever read; a worker that re-reads its keys every clock keeps
+        them (their stamps are at least ``since - 1``)."""
         rows = sum(block.size for block in self.table.blocks)
         if rows < COMPACT_FROM:
             return
-        live = sum(int((stamps[:block.size] >= since).sum()) for block, stamps in zip(self.table.blocks, self.stamps))
-        if 2 * live < rows:
+        recent = sum(int(np.count_nonzero(stamps[:block.size] >= since - 1))
+                     for block, stamps in zip(self.table.blocks, self.stamps))
+        if 2 * recent < rows:
             self.clear()
 
     def _stamp(self, slots: np.ndarray, stamp: int) -> None:
+        """Set the stamp of every slot (all cached)."""
         if not len(slots):
             return
         bids = slots >> ROW_BITS
-        for bid in np.unique(bids).tolist():
+        top = int(bids.max())
+        for bid in [top] if int(bids.min()) == top else np.unique(bids).tolist():
+            size = len(self.table.blocks[bid].data)
             while len(self.stamps) <= bid:
                 self.stamps.append(np.full(0, STALE, dtype=np.int64))
-            size = len(self.table.blocks[bid].data)
             if len(self.stamps[bid]) < size:
                 grown = np.full(size, STALE, dtype=np.int64)
                 grown[:len(self.stamps[bid])] = self.stamps[bid]
                 self.stamps[bid] = grown
-            rows = slots & ROW_MASK if len(bids) == 1 or (bids == bid).all() else slots[bids == bid] & ROW_MASK
+            rows = slots & ROW_MASK if bid == top and int(bids.min()) == top else slots[bids == bid] & ROW_MASK
             self.stamps[bid][rows] = stamp

@@ -55,15 +55,15 @@ def test_values_of_several_signatures_come_back_each_as_stored():
     np.testing.assert_array_equal(cache.values(cache.slots(KeyBatch.of([2]))).to_list()[0], np.zeros(3))
 
 
-def test_compact_empties_a_large_mostly_stale_cache_only():
+def test_compact_empties_a_large_cache_of_mostly_unused_rows_only():
     cache = ReadCache()
     n = 2 * COMPACT_FROM
     cache.store(KeyBatch.of(np.arange(n)), ValueBatch(dense=np.zeros((n, 2))), stamp=0)
     cache.store(KeyBatch.of(np.arange(n // 2 + 1)), ValueBatch(dense=np.ones((n // 2 + 1, 2))), stamp=3)
-    cache.compact(since=3)  # just over half the rows are fresh: kept
+    cache.compact(since=4)  # just over half the rows were read in the clock just ended: kept
     assert len(cache) == n
     cache.forget(KeyBatch.of(np.arange(2)))
-    cache.compact(since=3)
+    cache.compact(since=4)
     assert len(cache) == 0 and not cached(cache, [5], 0).any()
     small = ReadCache()
     small.store(KeyBatch.of([1]), ValueBatch.of([1.0], 1), stamp=0)
