@@ -93,10 +93,14 @@ def hash_bytes(const uint8_t[::1] blob, const int64_t[::1] offsets):
     return out
 
 
-def route(const uint64_t[::1] hashes, const uint64_t[::1] points, const int32_t[::1] owners):
+def route(const uint64_t[::1] hashes, const uint64_t[::1] points, const int32_t[::1] owners,
+          const int64_t[::1] starts):
     """Owner of each hash on a ring: the first point >= the hash, wrapping to points[0].
 
-    ``points`` must be sorted ascending and non-empty; returns an int32 array of owners.
+    ``points`` must be sorted ascending and non-empty, ``starts`` (length 2**16 + 1) the index
+    of the first point at or above ``b << 48`` for every bucket ``b`` of the hashes' top 16
+    bits (``ring_starts``), so each hash is searched for among its bucket's few points only.
+    Returns an int32 array of owners.
     """
     cdef Py_ssize_t i, lo, hi, mid, n = hashes.shape[0], m = points.shape[0]
     cdef uint64_t h
@@ -105,8 +109,8 @@ def route(const uint64_t[::1] hashes, const uint64_t[::1] points, const int32_t[
     with nogil:
         for i in range(n):
             h = hashes[i]
-            lo = 0
-            hi = m
+            lo = starts[h >> 48]
+            hi = starts[(h >> 48) + 1]
             while lo < hi:
                 mid = (lo + hi) >> 1
                 if points[mid] < h:
@@ -114,4 +118,19 @@ def route(const uint64_t[::1] hashes, const uint64_t[::1] points, const int32_t[
                 else:
                     hi = mid
             o[i] = owners[lo if lo < m else 0]
+    return out
+
+
+def ring_starts(const uint64_t[::1] points):
+    """For ``route``: the index of the first of the sorted ``points`` at or above ``b << 48``,
+    for every bucket ``b`` in 0 .. 2**16 (the last is ``len(points)``)."""
+    cdef Py_ssize_t b, j = 0, m = points.shape[0]
+    out = np.empty((1 << 16) + 1, dtype=np.int64)
+    cdef int64_t[::1] o = out
+    with nogil:
+        for b in range(1 << 16):
+            while j < m and (points[j] >> 48) < <uint64_t>b:
+                j += 1
+            o[b] = j
+        o[1 << 16] = m
     return out
