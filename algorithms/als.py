@@ -17,6 +17,7 @@ import numpy as np
 
 from paracel import paralg
 from paracel._ext import mf_kernels
+from paracel.errors import ParacelError
 from paracel.metrics import FitLog, write_summary
 from paracel.params import InputPath, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from paracel.ratings import Ratings
@@ -33,7 +34,8 @@ class ALS(paralg):
     ``train``/``test``: rating files; ``rank``: factors per row; ``lam``: lambda;
     ``rounds``: full (user + item) iterations; ``biases``: learn user and item biases.
     Writes ``item_factors_<w>.txt``, ``user_factors_<w>.txt`` (``id<TAB>f_0,...,bias``),
-    ``predictions_<w>.tsv``, ``summary.tsv`` and one metrics row per round.
+    ``predictions_<w>.tsv``, ``summary.tsv`` and one metrics row per round. Raises
+    ``ParacelError`` naming the round when the training error stops being finite.
     """
 
     def __init__(self, train: InputPath, test: InputPath | None = None, rank: PositiveInt = 20,
@@ -82,9 +84,13 @@ class ALS(paralg):
             self.sync()
             V_seen = self.paracel_read_rows(seen_items.ids, width, on_server)
             train_sse, _ = mf_kernels.squared_error(u_rows, u_cols, by_user.values, U, V_seen, mu, lo, hi)
+            if not np.isfinite(train_sse):
+                raise ParacelError(f"ALS diverged in round {rnd} on worker {wid}: the train squared error is "
+                                   f"{train_sse}")
             test_sse, pred = mf_kernels.squared_error(test_u, test_i, test.values, U, V_seen, mu, lo, hi)
             log.record(rnd, train_sse=train_sse, train_n=len(by_user), test_sse=test_sse, test_n=len(test),
                        seconds=time.perf_counter() - start)
+            log.log_round(self, rnd)
         self.history = log.log(self)
         self.test_rmse = self.history[-1]["test_rmse"]
 

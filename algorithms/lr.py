@@ -152,7 +152,6 @@ class LogisticRegression(paralg):
             buffers = 2 if self.method in SYNCHRONOUS else 1
             self.paracel_write_multi(np.arange(buffers * self.n_blocks, dtype=np.int64),
                                      np.zeros((buffers * self.n_blocks, self.block_size)))
-        self.set_total_iters(self.rounds)
         self.sync()
 
         self._started = time.perf_counter()
@@ -173,6 +172,7 @@ class LogisticRegression(paralg):
         """dgd, agd or ipm: ``rounds`` exact BSP rounds on the double-buffered model."""
         share = len(train) / self.total
         propose = {"dgd": self._gradient_step, "agd": self._nesterov_step, "ipm": self._sgd_epoch}[self.method]
+        self.set_total_iters(self.rounds)
         rng = np.random.default_rng(self.seed + self.get_worker_id())
         previous = np.zeros(self.n_blocks * self.block_size)
         current = self._pull(0)
@@ -228,6 +228,7 @@ class LogisticRegression(paralg):
         # every worker commits the same number of clocks per round, however many rows it has
         most = int(self.allreduce(np.array([len(train)]), "max")[0])
         chunks = self._chunks(train, -(-most // (self.batch_size * self.commit_every)), rng)
+        self.set_total_iters(self.rounds * len(chunks))  # a clock per chunk
         for rnd in range(self.rounds):
             lr = self.learning_rate * self.decay ** rnd
             loss = sum(self._downpour_clock(chunks[c], lr, rng) for c in rng.permutation(len(chunks)))

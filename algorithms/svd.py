@@ -21,6 +21,9 @@ from paracel import paralg
 from paracel.params import InputPath, NonNegativeInt, PositiveInt, UnitInterval
 
 GramApply = Callable[[np.ndarray], np.ndarray]
+#: ``progress(iteration, theta, residuals)``: the top-k Ritz values (squared singular values) and
+#: their relative residuals after each iteration.
+Progress = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 @dataclass
@@ -51,14 +54,14 @@ def _canonical_signs(v: np.ndarray) -> np.ndarray:
 
 
 def subspace_svd(gram: GramApply, n: int, k: int, oversample: int = 10, tol: float = 1e-8,
-                 max_iter: int = 500, seed: int = 0) -> SVDResult:
+                 max_iter: int = 500, seed: int = 0, progress: Progress | None = None) -> SVDResult:
     """Top-``k`` singular values and right vectors of A, given ``gram(V) = A^T A V``.
 
     ``n`` is the number of columns of A. Iterates on ``k + oversample`` vectors until every
     wanted Ritz pair has relative residual |G v - theta v| / theta <= ``tol`` (the singular
     values are then accurate to about tol^2 / relative gap), or raises ``RuntimeError`` after
     ``max_iter`` iterations. Deterministic for a given ``seed``, so workers that all run it
-    on the same summed products get identical results.
+    on the same summed products get identical results. ``progress`` is told of every iteration.
     """
     if not 0 < k <= n:
         raise ValueError(f"k must be in 1..{n}, got {k}")
@@ -73,6 +76,8 @@ def subspace_svd(gram: GramApply, n: int, k: int, oversample: int = 10, tol: flo
         ritz, ritz_image = basis @ w, image @ w
         scale = np.where(theta[:k] > 0, theta[:k], 1.0)
         resid = np.linalg.norm(ritz_image[:, :k] - ritz[:, :k] * theta[:k], axis=0) / scale
+        if progress is not None:
+            progress(it, theta[:k], resid)
         if np.all(resid <= tol) or width == n:
             values = np.sqrt(np.clip(theta[:k], 0.0, None))
             return SVDResult(values, _canonical_signs(ritz[:, :k]), it, resid)
@@ -87,7 +92,8 @@ class SVD(paralg):
 
     Workers own users (rows, ``fmap``); each iteration sums A_p^T A_p V over the workers.
     Writes ``singular_values.txt`` and ``right_vectors.npy`` (worker 0; row = item id) and
-    ``left_vectors_<w>.npy`` (row ids in ``left_ids_<w>.npy``), and logs iterations/residual.
+    ``left_vectors_<w>.npy`` (row ids in ``left_ids_<w>.npy``), and logs each iteration's worst
+    relative residual and largest singular value.
     """
 
     def __init__(self, input: InputPath, k: PositiveInt = 20, oversample: NonNegativeInt = 10,
@@ -103,7 +109,7 @@ class SVD(paralg):
         rows, users = ratings.matrix(), np.unique(ratings.users)
         local = gram_of_block(rows)
         res = subspace_svd(lambda v: self.allreduce(local(v)), rows.shape[1], self.k, self.oversample,
-                           self.tol, self.max_iter, self.seed)
+                           self.tol, self.max_iter, self.seed, self._log_iteration)
         self.result = res
         wid, out = self.get_worker_id(), self.output_dir
         np.save(out / f"left_ids_{wid}.npy", users)
@@ -111,5 +117,8 @@ class SVD(paralg):
         if wid == 0:
             np.savetxt(out / "singular_values.txt", res.values, fmt="%.17g")
             np.save(out / "right_vectors.npy", res.right)
-            self.log_metrics(res.iterations, iterations=res.iterations,
-                             worst_residual=float(res.residuals.max()), sigma_1=float(res.values[0]))
+
+    def _log_iteration(self, iteration: int, theta: np.ndarray, residuals: np.ndarray) -> None:
+        if self.get_worker_id() == 0:
+            self.log_metrics(iteration, worst_residual=float(residuals.max()),
+                             sigma_1=float(np.sqrt(max(theta[0], 0.0))))

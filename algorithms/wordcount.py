@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 
 from paracel import paralg
+from paracel._ext.text_kernels import count_default_words
 from paracel.params import InputPath, PositiveInt
 
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
@@ -17,10 +18,23 @@ def count_words(lines: list[str], min_length: int = 1, token: re.Pattern = WORD,
     """The words of ``lines`` and their counts: the matches of ``token`` (by default letters
     with inner apostrophes) in each line, lower-cased first unless ``lowercase`` is false,
     and at least ``min_length`` characters long."""
-    counts = Counter(w for line in lines for w in token.findall(line.lower() if lowercase else line))
+    words, counts = word_counts(lines, min_length, token, lowercase)
+    return Counter(dict(zip(words, counts.tolist())))
+
+
+def word_counts(lines: list[str], min_length: int = 1, token: re.Pattern = WORD,
+                lowercase: bool = True) -> tuple[list[str], np.ndarray]:
+    """``count_words`` as (distinct words, int64 counts): the default rule is counted in C++
+    (``text_kernels``), any other pattern by ``re``."""
+    if token.pattern == WORD.pattern:
+        words, counts = count_default_words(lines, lowercase)
+    else:
+        found = Counter(w for line in lines for w in token.findall(line.lower() if lowercase else line))
+        words, counts = list(found), np.fromiter(found.values(), dtype=np.int64, count=len(found))
     if min_length > 1:
-        counts = Counter({w: c for w, c in counts.items() if len(w) >= min_length})
-    return counts
+        keep = [len(w) >= min_length for w in words]
+        words, counts = [w for w, k in zip(words, keep) if k], counts[np.array(keep, dtype=bool)]
+    return words, counts
 
 
 class WordCount(paralg):
@@ -45,23 +59,25 @@ class WordCount(paralg):
 
     def solve(self) -> None:
         lines = self.paracel_load(self.input, fmt="lines", encoding=self.encoding).lines
-        counts = count_words(lines, self.min_length, self.token, self.lowercase)
-        if counts:
-            self.paracel_bupdate_multi(list(counts), np.fromiter(counts.values(), dtype=np.int64, count=len(counts)))
+        words, counts = word_counts(lines, self.min_length, self.token, self.lowercase)
+        if words:
+            self.paracel_bupdate_multi(words, counts)
         self.set_total_iters(1)
         self.iter_commit()
         self.sync()
-        totals = self.allreduce(np.array([len(lines), sum(counts.values())], dtype=np.int64))
+        totals = self.allreduce(np.array([len(lines), counts.sum()], dtype=np.int64))
         self.log_metrics(1, lines=int(totals[0]), words=int(totals[1]))
         if self.get_worker_id() != 0:
             return
         top = self.paracel_read_topk(self.topk)
-        everything = sorted(self.paracel_readall().items(), key=lambda kv: (-kv[1], kv[0]))
+        table = self.paracel_readall()
+        words = sorted(table)
+        counts = np.array([table[w] for w in words], dtype=np.int64)
+        order, listed = np.argsort(-counts, kind="stable").tolist(), counts.tolist()  # ties alphabetical
         with open(self.output_dir / "wordcount.txt", "w", encoding="utf-8") as out:
-            out.writelines(f"{word}\t{count}\n" for word, count in everything)
+            out.write("".join(f"{words[i]}\t{listed[i]}\n" for i in order))
         with open(self.output_dir / "topk.txt", "w", encoding="utf-8") as out:
             out.writelines(f"{word}\t{count}\n" for word, count in top)
-        total = sum(count for _, count in everything)
-        print(f"[wordcount] {total} words, {len(everything)} distinct; top {self.topk}:", flush=True)
+        print(f"[wordcount] {counts.sum()} words, {len(words)} distinct; top {self.topk}:", flush=True)
         for rank, (word, count) in enumerate(top, 1):
             print(f"[wordcount] {rank:3d}. {word:<12s} {count}", flush=True)

@@ -10,6 +10,7 @@ at the end (initial rows, squared error, the ALS half-step) are the model's othe
 """
 import numpy as np
 cimport numpy as cnp
+from libc.math cimport sqrt
 from libc.stdint cimport int32_t, int64_t
 
 cnp.import_array()
@@ -29,57 +30,125 @@ cdef extern from *:
         for (; f < k; ++f) s0 += a[f] * b[f];
         return (s0 + s1) + (s2 + s3);
     }
-    static inline void mf_sgd_step(double* __restrict u, double* __restrict v, Py_ssize_t k,
-                                   double lr, double e, double reg) {
+    /* One rating's factor step of SVD++ (plain biased SGD when imp is all zero): the user
+       moves along e*q, the item along e*(p + imp), and grad gathers e*q for the user's
+       implicit vectors. */
+    static inline void mf_sgd_step(double* __restrict u, double* __restrict v, const double* __restrict imp,
+                                   double* __restrict grad, Py_ssize_t k, double lr, double e, double reg) {
         for (Py_ssize_t f = 0; f < k; ++f) {
             double pu = u[f], qi = v[f];
+            grad[f] += e * qi;
             u[f] = pu + lr * (e * qi - reg * pu);
-            v[f] = qi + lr * (e * pu - reg * qi);
+            v[f] = qi + lr * (e * (pu + imp[f]) - reg * qi);
         }
     }
     """
     double mf_dot(const double* a, const double* b, Py_ssize_t k) noexcept nogil
-    void mf_sgd_step(double* u, double* v, Py_ssize_t k, double lr, double e, double reg) noexcept nogil
+    void mf_sgd_step(double* u, double* v, const double* imp, double* grad, Py_ssize_t k, double lr, double e,
+                     double reg) noexcept nogil
 
 
 cdef inline double _predict_one(const double* u, const double* v, Py_ssize_t k, double mu) noexcept nogil:
     return mu + u[k] + v[k] + mf_dot(u, v, k)
 
 
-def sgd_epoch(const int32_t[::1] users, const int32_t[::1] items, const double[::1] ratings,
-              const int64_t[::1] order, double[:, ::1] U, double[:, ::1] V, double mu,
-              double lr, double reg, double reg_bias) -> float:
-    """Run one SGD pass over the ratings in ``order``, updating ``U`` and ``V`` in place.
+def sgd_epoch(const int64_t[::1] indptr, const int32_t[::1] items, const double[::1] ratings,
+              const int64_t[::1] user_order, double[:, ::1] U, double[:, ::1] V, double mu,
+              double lr, double reg, double reg_bias, double lr_implicit=0.0, double reg_implicit=0.0) -> float:
+    """Run one SGD pass over the ratings, user by user in ``user_order``, updating ``U`` and
+    ``V`` in place; returns the sum of the squared errors met (a running train SSE).
 
-    Each step uses the error of the rating before its own update (Funk/Surprise-style biased
-    SGD): factors get ``lr * (e * other - reg * self)``, biases ``lr * (e - reg_bias * b)``.
-    Returns the sum of those squared errors (a running estimate of the train SSE).
+    The ratings are grouped by user as CSR rows: user ``u`` (row ``u`` of ``U``) rated
+    ``items[indptr[u]:indptr[u + 1]]`` (rows of ``V``), visited in that order. Each step uses
+    the error of the rating before its own update (Funk/Koren): factors get
+    ``lr * (e * other - reg * self)``, biases ``lr * (e - reg_bias * b)``.
+
+    Item rows of ``k + 1`` columns give biased MF. Rows of ``2k + 1`` columns
+    ``[q_0 .. q_{k-1}, bias, y_0 .. y_{k-1}]`` add SVD++'s implicit term (Koren 2008): the
+    user's vector is ``p_u + |N(u)|^-1/2 * sum_{j in N(u)} y_j`` over the items it rated, and
+    after the user's ratings each of its ``y_j`` moves once by
+    ``lr_implicit * (|N(u)|^-1/2 * sum_r e_r q_r - reg_implicit * y_j)``.
     Raises ValueError when the shapes disagree.
     """
-    cdef Py_ssize_t n = order.shape[0]
     cdef Py_ssize_t k = U.shape[1] - 1
-    if V.shape[1] != k + 1 or k < 0:
-        raise ValueError(f"user rows have {U.shape[1]} columns, item rows {V.shape[1]}")
-    if users.shape[0] != ratings.shape[0] or items.shape[0] != ratings.shape[0]:
-        raise ValueError("users, items and ratings must have the same length")
-    cdef Py_ssize_t t, r
-    cdef int32_t ui, ii
-    cdef double e, sse = 0.0
+    cdef bint implicit = V.shape[1] == 2 * k + 1
+    if k < 0 or not (implicit or V.shape[1] == k + 1):
+        raise ValueError(f"user rows have {U.shape[1]} columns, item rows {V.shape[1]} (need k+1 or 2k+1)")
+    if items.shape[0] != ratings.shape[0]:
+        raise ValueError("items and ratings must have the same length")
+    if indptr.shape[0] != U.shape[0] + 1 or indptr[U.shape[0]] != ratings.shape[0]:
+        raise ValueError(f"indptr needs {U.shape[0] + 1} offsets ending at {ratings.shape[0]}")
+    imp_arr = np.zeros(k)
+    grad_arr = np.zeros(k)
+    cdef double* imp = <double*> cnp.PyArray_DATA(imp_arr)
+    cdef double* grad = <double*> cnp.PyArray_DATA(grad_arr)
+    cdef Py_ssize_t t, f, r, lo, hi, n_users = user_order.shape[0]
+    cdef int64_t ui
+    cdef double e, norm, sse = 0.0
     cdef double* u
     cdef double* v
     with nogil:
-        for t in range(n):
-            r = order[t]
-            ui = users[r]
-            ii = items[r]
+        for t in range(n_users):
+            ui = user_order[t]
+            if ui < 0 or ui >= U.shape[0]:
+                with gil:
+                    raise IndexError(f"user {ui} in user_order is not a row of U ({U.shape[0]} rows)")
+            lo, hi = indptr[ui], indptr[ui + 1]
+            if hi == lo:
+                continue
+            norm = 1.0 / sqrt(<double>(hi - lo))
+            for f in range(k):
+                imp[f] = 0.0
+                grad[f] = 0.0
+            if implicit:
+                for r in range(lo, hi):
+                    v = &V[items[r], k + 1]
+                    for f in range(k):
+                        imp[f] += v[f]
+                for f in range(k):
+                    imp[f] *= norm
             u = &U[ui, 0]
-            v = &V[ii, 0]
-            e = ratings[r] - _predict_one(u, v, k, mu)
-            sse += e * e
-            u[k] += lr * (e - reg_bias * u[k])
-            v[k] += lr * (e - reg_bias * v[k])
-            mf_sgd_step(u, v, k, lr, e, reg)
+            for r in range(lo, hi):
+                v = &V[items[r], 0]
+                e = ratings[r] - _predict_one(u, v, k, mu)
+                if implicit:
+                    e -= mf_dot(imp, v, k)
+                sse += e * e
+                u[k] += lr * (e - reg_bias * u[k])
+                v[k] += lr * (e - reg_bias * v[k])
+                mf_sgd_step(u, v, imp, grad, k, lr, e, reg)
+            if implicit:
+                for r in range(lo, hi):
+                    v = &V[items[r], k + 1]
+                    for f in range(k):
+                        v[f] += lr_implicit * (norm * grad[f] - reg_implicit * v[f])
     return sse
+
+
+def fold_implicit(const int64_t[::1] indptr, const int32_t[::1] items, const double[:, ::1] U,
+                  const double[:, ::1] V):
+    """The model as plain ``[f, bias]`` rows: ``(U', V')`` with each user's implicit term
+    ``|N(u)|^-1/2 * sum y_j`` (``sgd_epoch``'s layout) added to its factors and the ``y`` columns
+    dropped from the items, so ``predict`` gives SVD++'s prediction. Rows of ``k + 1`` columns
+    (no implicit term) come back as they are."""
+    cdef Py_ssize_t k = U.shape[1] - 1
+    if V.shape[1] == k + 1:
+        return np.asarray(U), np.asarray(V)
+    if V.shape[1] != 2 * k + 1 or indptr.shape[0] != U.shape[0] + 1:
+        raise ValueError(f"user rows have {U.shape[1]} columns, item rows {V.shape[1]}, indptr {indptr.shape[0]}")
+    out = np.array(U)
+    cdef double[:, ::1] o = out
+    cdef Py_ssize_t ui, r, f
+    cdef double norm
+    with nogil:
+        for ui in range(U.shape[0]):
+            if indptr[ui + 1] == indptr[ui]:
+                continue
+            norm = 1.0 / sqrt(<double>(indptr[ui + 1] - indptr[ui]))
+            for r in range(indptr[ui], indptr[ui + 1]):
+                for f in range(k):
+                    o[ui, f] += norm * V[items[r], k + 1 + f]
+    return out, np.ascontiguousarray(V[:, :k + 1])
 
 
 def predict(const int32_t[::1] users, const int32_t[::1] items, const double[:, ::1] U,

@@ -78,3 +78,18 @@ def test_als_on_u1_is_the_same_on_one_and_two_workers(tmp_path: Path) -> None:
     assert rmse2 == pytest.approx(rmse1, abs=1e-6)
     assert len(pred1) == 20000
     np.testing.assert_allclose(pred2, pred1, atol=1e-6)
+
+
+def test_als_stops_with_the_round_when_its_error_is_not_finite(tmp_path: Path) -> None:
+    """Ratings near the float64 limit overflow the squared error: the job fails naming the
+    round, instead of writing a model."""
+    from paracel import JobFailed, launch
+
+    (tmp_path / "train.tsv").write_text("".join(f"{u}\t{i}\t{(-1) ** (u + i) * 1e200}\n"
+                                                for u in range(1, 6) for i in range(1, 5)))
+    config = {"algorithm": "paracel.algorithms.als:ALS", "output": str(tmp_path / "out"),
+              "params": {"train": str(tmp_path / "train.tsv"), "rank": 2, "rounds": 2}}
+    with pytest.raises(JobFailed) as failed:
+        launch(config, workers=2, servers=1, timeout=120)
+    assert "ALS diverged in round 0" in str(failed.value) + failed.value.output
+    assert not list((tmp_path / "out").glob("*_factors_*.txt"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from paracel import launch
+from paracel._ext.text_kernels import count_default_words
 from paracel.algorithms.wordcount import WORD, count_words
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,32 @@ def test_every_file_of_20_newsgroups_counts_exactly(tmp_path, newsgroups, worker
         word, count = line.split("\t")
         got[word] = int(count)
     assert got == dict(expected)
+
+
+REGEX_PATH = re.compile(f"(?:{WORD.pattern})")  # the default rule, spelt so that it is matched by re
+
+
+def test_the_cpp_and_regex_paths_count_all_of_20_newsgroups_alike(newsgroups):
+    texts = [p.read_bytes().decode("latin-1") for p in sorted(newsgroups.rglob("*")) if p.is_file()]
+    expected: Counter = Counter()
+    for text in texts:
+        expected.update(WORD.findall(text.lower()))
+    lines = [line for text in texts for line in text.splitlines()]
+    words, counts = count_default_words(lines)
+    assert dict(zip(words, counts.tolist())) == dict(expected)
+    assert count_words(lines, token=REGEX_PATH) == expected
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_the_cpp_path_follows_str_lower_and_the_regex(lowercase):
+    # U+0130 lower-cases to "i" + a combining dot, U+212A (Kelvin) to "k"; other letters are no word
+    lines = ["Don't STOP-me now", "x2 y22 ab'\u0130x \u212a'x don''t 'tis o'", "\u0130\u0130 a'\u0130", "",
+             "rock'n'roll's '' caf\u00e9 na\u00efve \u0160KODA \u65e5\u672c don't \U0001d518x"]
+    expected = Counter(w for line in lines for w in WORD.findall(line.lower() if lowercase else line))
+    words, counts = count_default_words(lines, lowercase)
+    assert dict(zip(words, counts.tolist())) == dict(expected)
+    assert count_words(lines, lowercase=lowercase, token=REGEX_PATH) == expected
+    assert count_words(lines, 4, lowercase=lowercase) == count_words(lines, 4, REGEX_PATH, lowercase)
 
 
 def test_tokenisation_is_configurable():
