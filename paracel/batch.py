@@ -7,6 +7,7 @@ one buffer. In a message the key batch's buffers come first, then the value batc
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -15,6 +16,7 @@ from numpy.lib.format import descr_to_dtype, dtype_to_descr
 
 from paracel._ext.hashing import hash_bytes, hash_int_keys
 from paracel._ext.keyindex import gather_bytes
+from paracel.errors import MessageError
 
 Key = int | str
 
@@ -52,25 +54,41 @@ class KeyBatch:
     def of(cls, keys: Iterable[Key] | np.ndarray | Key) -> KeyBatch:
         """Batch user keys: one int/str, a sequence of all-int or all-str keys, or an int array.
 
-        Raises ``TypeError`` for other key types and for a mix of int and str keys.
+        Int keys are 64-bit signed; bools, floats and any other type are refused. Raises
+        ``TypeError`` naming a key of another type (or the kinds of a mix of int and str keys),
+        ``ValueError`` naming an int key out of the int64 range or a str key that is not UTF-8.
         """
-        if isinstance(keys, (int, np.integer, str)):
-            keys = [keys]
         if isinstance(keys, np.ndarray):
-            if keys.dtype.kind not in "iu":
-                raise TypeError(f"key arrays must hold integers, not {keys.dtype}")
-            return cls(ints=np.ascontiguousarray(keys, dtype=np.int64).reshape(-1))
+            return cls(ints=_int_key_array(keys))
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+            keys = [keys]
         keys = list(keys)
-        if all(isinstance(k, str) for k in keys) and keys:
-            encoded = [k.encode("utf-8") for k in keys]
-            offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-            np.cumsum([len(e) for e in encoded], out=offsets[1:])
-            return cls(blob=np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets=offsets)
+        kinds = set(map(type, keys))  # C speed; the types decide the batch, never a conversion
+        if kinds and all(issubclass(t, str) for t in kinds):
+            return cls._of_strs(keys)
+        bad = [t for t in kinds if not _is_int_key_type(t)]
+        if bad:
+            if all(issubclass(t, str) for t in bad):
+                raise TypeError(f"keys must be all int or all str in one call; got int {_first(keys, int)!r} "
+                                f"and str {_first(keys, str)!r}")
+            key = next(k for k in keys if type(k) in bad)
+            raise TypeError(f"key {key!r} is a {type(key).__name__}: keys are int (64-bit) or str")
         try:
             return cls(ints=np.array(keys, dtype=np.int64).reshape(-1))
-        except (TypeError, ValueError, OverflowError):
-            bad = [k for k in keys if not isinstance(k, (int, np.integer))][:3]
-            raise TypeError(f"keys must be all int or all str in one call; got {bad!r}") from None
+        except OverflowError:
+            key = next(k for k in keys if not INT64_MIN <= k <= INT64_MAX)
+            raise ValueError(f"int key {key} is out of the 64-bit range [-2**63, 2**63)") from None
+
+    @classmethod
+    def _of_strs(cls, keys: list[str]) -> KeyBatch:
+        try:
+            encoded = [k.encode("utf-8") for k in keys]
+        except UnicodeEncodeError:
+            key = next(k for k in keys if not _encodes(k))
+            raise ValueError(f"str key {key!r} cannot be encoded as UTF-8") from None
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return cls(blob=np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets=offsets)
 
     @classmethod
     def empty(cls, kind: str) -> KeyBatch:
@@ -124,10 +142,51 @@ class KeyBatch:
 
     @classmethod
     def from_wire(cls, header: dict[str, Any], buffers: list[np.ndarray]) -> tuple[KeyBatch, list[np.ndarray]]:
-        """Decode the key batch at the head of ``buffers``; returns it and the remaining buffers."""
-        if header[KEY_KIND] == INT_KEYS:
+        """Decode the key batch at the head of ``buffers``; returns it and the remaining buffers.
+
+        Raises ``MessageError`` if the header and the buffers do not describe a key batch.
+        """
+        kind, count = header.get(KEY_KIND), _count(header.get(COUNT))
+        if not isinstance(kind, str) or kind not in KEY_BUFFERS or len(buffers) < KEY_BUFFERS[kind]:
+            raise MessageError(f"no key batch: kind {kind!r} with {len(buffers)} buffers")
+        if kind == INT_KEYS:
+            _check_size("int keys", buffers[0], 8 * count)
             return cls(ints=buffers[0].view(np.int64)), buffers[1:]
-        return cls(blob=buffers[0], offsets=buffers[1].view(np.int64)), buffers[2:]
+        _check_size("str key offsets", buffers[1], 8 * (count + 1))
+        offsets = buffers[1].view(np.int64)
+        if offsets[0] != 0 or offsets[-1] != buffers[0].nbytes or (np.diff(offsets) < 0).any():
+            raise MessageError(f"str key offsets do not split the {buffers[0].nbytes} key bytes")
+        return cls(blob=buffers[0], offsets=offsets), buffers[2:]
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _is_int_key_type(t: type) -> bool:
+    """Python and numpy integers are int keys; bools (an int subclass) are not."""
+    return issubclass(t, (int, np.integer)) and not issubclass(t, (bool, np.bool_))
+
+
+def _int_key_array(keys: np.ndarray) -> np.ndarray:
+    """An array of int keys as contiguous int64 (flattened); raises for other dtypes and for
+    unsigned values beyond the int64 range."""
+    if keys.dtype.kind not in "iu":
+        raise TypeError(f"key arrays must hold integers, not {keys.dtype}")
+    if keys.dtype.kind == "u" and keys.dtype.itemsize == 8 and keys.size and keys.max() > INT64_MAX:
+        raise ValueError(f"int key {keys.max()} is out of the 64-bit range [-2**63, 2**63)")
+    return np.ascontiguousarray(keys, dtype=np.int64).reshape(-1)
+
+
+def _first(keys: list[Any], kind: type) -> Any:
+    return next(k for k in keys if isinstance(k, kind))
+
+
+def _encodes(key: str) -> bool:
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- values
@@ -160,8 +219,40 @@ def from_array(arr: np.ndarray, py: int) -> Any:
 
 
 def dtype_of(descr: Any) -> np.dtype:
-    """The dtype of a descr from a header (msgpack turns a structured descr's tuples into lists)."""
-    return descr_to_dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
+    """The dtype of a descr from a header (msgpack turns a structured descr's tuples into lists).
+
+    Raises ``MessageError`` for anything but the descr of a dtype without Python objects.
+    """
+    try:
+        dtype = descr_to_dtype(descr if isinstance(descr, str) else [tuple(f) for f in descr])
+    except Exception as exc:  # numpy raises TypeError, ValueError, KeyError ... on a bad descr
+        raise MessageError(f"not a dtype: {descr!r} ({type(exc).__name__})") from None
+    if dtype.hasobject or dtype.itemsize == 0:  # bytes taken for pointers; no bytes to tell values apart
+        raise MessageError(f"values cannot have dtype {dtype}")
+    return dtype
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise MessageError(f"a batch's count must be an int >= 0, got {value!r}")
+    return value
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if not (isinstance(value, list) and all(type(n) is int and n >= 0 for n in value)):
+        raise MessageError(f"a value's shape must list ints >= 0, got {value!r}")
+    return tuple(value)
+
+
+def _py(value: Any) -> int:
+    if value not in (PY_ARRAY, PY_NUMBER, PY_NUMPY_SCALAR) or type(value) is not int:
+        raise MessageError(f"unknown value type {value!r}")
+    return value
+
+
+def _check_size(what: str, buffer: np.ndarray, nbytes: int) -> None:
+    if buffer.nbytes != nbytes:
+        raise MessageError(f"{what}: a buffer of {buffer.nbytes} bytes where {nbytes} are due")
 
 
 @dataclass
@@ -203,7 +294,7 @@ class ValueBatch:
     def take(self, index: np.ndarray) -> ValueBatch:
         """The values at positions ``index``, in that order."""
         if self.dense is not None:
-            return ValueBatch(dense=self.dense[index], py=self.py)
+            return ValueBatch(dense=np.take(self.dense, index, axis=0), py=self.py)
         return ValueBatch(ragged=[self.ragged[i] for i in index.tolist()])
 
     def item(self, i: int) -> tuple[np.ndarray, int]:
@@ -236,22 +327,35 @@ class ValueBatch:
 
     @staticmethod
     def dense_signature(header: dict[str, Any]) -> Signature | None:
-        """The signature of every row of a dense batch described by ``header``; None if ragged."""
+        """The signature of every row of a dense batch described by ``header``; None if ragged.
+
+        Raises ``MessageError`` if the header's description is not one.
+        """
         if DENSE_DTYPE not in header:
             return None
-        return dtype_of(header[DENSE_DTYPE]), tuple(header[DENSE_SHAPE]), header[DENSE_PY]
+        return dtype_of(header[DENSE_DTYPE]), _shape(header.get(DENSE_SHAPE)), _py(header.get(DENSE_PY))
 
     @classmethod
     def from_wire(cls, header: dict[str, Any], buffers: list[np.ndarray], n: int) -> ValueBatch:
-        """Decode ``n`` values as views of ``buffers`` (copy them if the buffers are reused)."""
+        """Decode ``n`` values as views of ``buffers`` (copy them if the buffers are reused).
+
+        Raises ``MessageError`` if the header and the buffers do not describe ``n`` values.
+        """
+        if len(buffers) != 1:
+            raise MessageError(f"values travel in one buffer, not {len(buffers)}")
         signature = cls.dense_signature(header)
         if signature is not None:
             dtype, shape, py = signature
+            _check_size(f"{n} values of {dtype} {shape}", buffers[0], n * dtype.itemsize * math.prod(shape))
             return cls(dense=buffers[0].view(dtype).reshape(n, *shape), py=py)
-        blob, pos, out = buffers[0], 0, []
-        for descr, shape, py in header[RAGGED]:
-            dtype = dtype_of(descr)
-            size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-            out.append((blob[pos:pos + size].view(dtype).reshape(shape), py))
-            pos += size
-        return cls(ragged=out)
+        described = header.get(RAGGED)
+        if not (isinstance(described, list) and len(described) == n
+                and all(isinstance(d, list) and len(d) == 3 for d in described)):
+            raise MessageError(f"no description of {n} values")
+        values = [(dtype_of(descr), _shape(shape), _py(py)) for descr, shape, py in described]
+        sizes = [dtype.itemsize * math.prod(shape) for dtype, shape, _ in values]
+        blob = buffers[0]
+        _check_size(f"{n} values", blob, sum(sizes))
+        ends = np.cumsum([0, *sizes]).tolist()
+        return cls(ragged=[(blob[a:b].view(dtype).reshape(shape), py)
+                           for (dtype, shape, py), a, b in zip(values, ends, ends[1:])])

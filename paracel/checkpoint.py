@@ -20,7 +20,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
 import msgpack
 import numpy as np
@@ -29,12 +29,18 @@ from paracel.batch import STR_KEYS, KeyBatch, ValueBatch
 from paracel.errors import ParacelError
 from paracel.table import ROW_BITS, ROW_MASK, ShardTable
 
+if TYPE_CHECKING:
+    from paracel.client import ParamClient
+    from paracel.paralg import paralg
+
 FORMAT = "paracel-checkpoint"
 VERSION = 1
 MANIFEST = "MANIFEST.json"
 FOLDER = "checkpoints"
 #: Complete checkpoints kept: the newest, and the one before it.
 KEEP = 2
+#: Keys per message when a resumed job writes a saved shard back to the servers.
+RESTORE_BATCH = 100_000
 
 
 @dataclass(frozen=True)
@@ -216,3 +222,57 @@ def prune(output_dir: Path, keep: int = KEEP) -> None:
     for folder in (Path(output_dir) / FOLDER).glob("clock-*"):
         if folder not in keep_paths and folder.name < kept[-1].path.name:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- taking and resuming
+def take(alg: "paralg", client: "ParamClient") -> Checkpoint:
+    """Collective of all workers, at the same clock: write a checkpoint of that clock.
+
+    A ``sync()`` first, so every update is applied and no worker changes the table meanwhile;
+    then each worker saves its ``save_state()``, worker 0 has every server save its shard, and
+    once all files are written worker 0 seals the checkpoint with its manifest and prunes old
+    ones. Returns once the checkpoint is sealed (on every worker).
+    """
+    alg.sync()
+    low, high = alg.allreduce(np.array([-client.clock, client.clock]), "max").tolist()
+    if -low != high:
+        raise ParacelError(f"paracel_checkpoint() needs every worker at the same clock; clocks range {-low}..{high}")
+    folder = folder_for(alg.output_dir, client.clock)
+    folder.mkdir(parents=True, exist_ok=True)
+    worker, layout = alg.get_worker_id(), client.layout
+    state = alg.save_state()
+    if state is not None:
+        save_worker_state(folder, worker, state)
+    if worker == 0:
+        from paracel.protocol import Save
+        client.call([(layout.server_rank(s), Save(str(folder / f"server-{s}.npz"))) for s in range(layout.nservers)])
+    alg.allreduce(np.zeros(1))  # every file is written
+    if worker == 0:
+        write_manifest(folder, client.clock, alg.get_worker_size(), layout.nservers)
+        prune(alg.output_dir)
+    alg.allreduce(np.zeros(1))  # sealed
+    return Checkpoint(folder, client.clock, alg.get_worker_size(), layout.nservers)
+
+
+def restore(alg: "paralg", client: "ParamClient", saved: Checkpoint) -> None:
+    """Collective of all workers, before ``solve()``: fill the (empty) servers with the saved
+    table, routed by this job's ring (so the number of servers may differ), hand each worker
+    its saved state (``load_state``) and continue the clocks from the checkpoint's.
+
+    Raises ``ParacelError`` if the checkpoint holds worker state and the number of workers
+    differs.
+    """
+    workers, worker = alg.get_worker_size(), alg.get_worker_id()
+    has_state = (saved.path / "worker-0.npz").exists()
+    if has_state and saved.workers != workers:
+        raise ParacelError(f"{saved.path}: written by {saved.workers} workers, each with its own state; "
+                           f"resume it with {saved.workers} workers, not {workers}")
+    for path in saved.server_files()[worker::workers]:
+        for keys, values in load_shard(path):
+            for start in range(0, len(keys), RESTORE_BATCH):
+                part = np.arange(start, min(start + RESTORE_BATCH, len(keys)))
+                client.write_batch(keys.take(part), values.take(part))
+    alg.sync()
+    client.start_at(saved.clock)
+    if has_state:
+        alg.load_state(load_worker_state(saved.path, worker))

@@ -35,8 +35,10 @@ class ParamClient:
     enough for the bound (never under ASP, ``staleness=None``).
     """
 
-    def __init__(self, comm: MPI.Comm, layout: Layout, staleness: int | None, cache: bool = True) -> None:
+    def __init__(self, comm: MPI.Comm, layout: Layout, staleness: int | None, cache: bool = True,
+                 request_timeout: float | None = None) -> None:
         self.comm = comm
+        self.request_timeout = request_timeout  # seconds a server's reply may take (None: no limit)
         self.layout = layout
         self.staleness = staleness
         self.ring = KeyRing(layout.nservers)
@@ -65,14 +67,23 @@ class ParamClient:
         Raises the exception the first error reply stands for (``RemoteKeyError``,
         ``ServerError`` or ``ParacelError``), after every reply has arrived.
         """
+        usage = self.usage  # paracel.usage.Usage, attached with the worker's algorithm
+        started = usage.start_call(calls)
         for rank, request in calls:
-            send(self.comm, rank, TAG_REQUEST, *request.encode())
+            header, buffers = request.encode()
+            usage.sent(rank, request, buffers)
+            send(self.comm, rank, TAG_REQUEST, header, buffers, self.request_timeout,
+                 lambda: f"{self.layout.role(rank)} rank {rank} did not take {request.op}")
         awaited = [(rank, request) for rank, request in calls if request.awaits_reply]
         received = []
-        for rank, _ in awaited:
-            probe(self.comm, rank, TAG_REPLY, self.status)
+        for rank, request in awaited:
+            timeout = None if rank == self.layout.clock_rank else self.request_timeout  # SSP waits have no limit
+            probe(self.comm, rank, TAG_REPLY, self.status, timeout,
+                  lambda: f"{self.layout.role(rank)} rank {rank} did not answer {request.op}")
             header = self.receiver.header(self.status)
             received.append((header, self.receiver.payload(rank, header, reuse=False)))
+            usage.received(rank, received[-1][1])
+        usage.end_call(started, calls)
         replies = [request.read_reply(header, buffers) for (_, request), (header, buffers) in zip(awaited, received)]
         for (rank, _), reply in zip(awaited, replies):
             if isinstance(reply, ErrorReply):
@@ -164,8 +175,12 @@ class ParamClient:
     def write(self, keys: Keys | Key, values: Sequence[Any] | np.ndarray) -> None:
         """Store ``values`` under ``keys``; returns once every server has stored them."""
         batch = KeyBatch.of(keys)
-        self._forget(batch)
-        shares = self._split(batch, ValueBatch.of(values, len(batch)))
+        self.write_batch(batch, ValueBatch.of(values, len(batch)))
+
+    def write_batch(self, keys: KeyBatch, values: ValueBatch) -> None:
+        """``write`` of batches as the table holds them (e.g. read back from a checkpoint)."""
+        self._forget(keys)
+        shares = self._split(keys, values)
         self.call([(share.rank, Push(share.keys, share.values)) for share in shares])
 
     def update(self, keys: Keys | Key, deltas: Sequence[Any] | np.ndarray, fn: str = "add",
@@ -196,6 +211,11 @@ class ParamClient:
     def _ask_clock(self, request: Tick | Sync) -> None:
         (reply,) = self.call([(self.layout.clock_rank, request)])
         self.known_min = max(self.known_min, reply.min_clock)
+
+    def start_at(self, clock: int) -> None:
+        """Begin at ``clock`` instead of 0 (a job resumed from a checkpoint of that clock; the
+        clock rank starts every worker there too)."""
+        self.clock = self.known_min = clock
 
     def commit(self) -> None:
         """End this worker's clock: flush, tick, and wait while too far ahead (SSP rule 2)."""

@@ -13,7 +13,10 @@ from paracel.errors import ConfigError
 from paracel.importing import NotImportable, import_by_name, is_import_name
 from paracel.params import Mismatch, conform
 
-FIELDS = {"algorithm", "params", "staleness", "output", "cache", "description"}
+FIELDS = {"algorithm", "params", "staleness", "output", "cache", "description", "request_timeout",
+          "checkpoint_every", "resume"}
+#: Seconds a worker waits for a server's reply before the job fails (``request_timeout``).
+DEFAULT_REQUEST_TIMEOUT = 600.0
 
 
 @dataclass
@@ -22,7 +25,11 @@ class JobConfig:
 
     ``algorithm`` is ``"module:Class"`` (a ``paralg`` subclass), ``params`` its constructor's
     keyword arguments, ``staleness`` the SSP bound (0 = BSP, None = asynchronous), ``output``
-    the output folder, ``cache`` whether workers may serve reads from their SSP cache.
+    the output folder, ``cache`` whether workers may serve reads from their SSP cache,
+    ``request_timeout`` the seconds a worker waits for a server's reply before the job fails
+    (None: for ever; the clock rank's replies, which wait for slower workers, have no limit),
+    ``checkpoint_every`` the clocks between automatic checkpoints (None: only on demand), and
+    ``resume`` the checkpoint folder a resumed job starts from (set by ``prun --resume``).
     """
 
     algorithm: str
@@ -31,6 +38,9 @@ class JobConfig:
     output: str = "out"
     cache: bool = True
     description: str = ""
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
+    checkpoint_every: int | None = None
+    resume: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -105,6 +115,13 @@ def _check_types(config: JobConfig, where: str) -> None:
         ("output", isinstance(config.output, str) and config.output != "", "a folder path"),
         ("cache", isinstance(config.cache, bool), "true or false"),
         ("description", isinstance(config.description, str), "a string"),
+        ("request_timeout", config.request_timeout is None or (type(config.request_timeout) in (int, float)
+                                                               and config.request_timeout > 0),
+         "a number of seconds > 0, or null to wait for ever"),
+        ("checkpoint_every", config.checkpoint_every is None or (type(config.checkpoint_every) is int
+                                                                 and config.checkpoint_every >= 1),
+         "an integer >= 1 (clocks), or null for checkpoints on demand only"),
+        ("resume", config.resume is None or isinstance(config.resume, str), "a checkpoint folder, or null"),
     ]
     for name, ok, expected in checks:
         if not ok:

@@ -1,6 +1,8 @@
 """Exceptions a paracel user can catch."""
 from __future__ import annotations
 
+import signal
+
 
 class ParacelError(Exception):
     """Base class of every error paracel raises on purpose (``paracel.loading.LoadError`` too)."""
@@ -28,3 +30,21 @@ class JobFailed(ParacelError):
         super().__init__(message)
         self.returncode = returncode
         self.output = output
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """The launcher got SIGTERM or SIGHUP while it waited for a job, and stopped the job's ranks
+    (a ``KeyboardInterrupt``, as SIGINT gives; ``signum`` says which signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class RequestTimeout(ParacelError, TimeoutError):
+    """A server sent no reply within the job's ``request_timeout``; names the rank and the operation."""
+
+
+class MessageError(ParacelError, ValueError):
+    """A message that cannot be decoded (not paracel's wire format, or fields that contradict
+    its buffers); a server answers it with an error reply and keeps serving."""

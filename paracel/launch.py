@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import shlex
@@ -9,13 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from paracel.config import JobConfig, load_config
-from paracel.errors import ConfigError, JobFailed
+from paracel.errors import JobFailed, JobInterrupted, ParacelError
 
 _KEEP: Any = object()  # "leave the config's value" for optional overrides
 #: A failing rank leaves ``<output>/failed-rank-<rank>.txt`` (see ``paracel.runtime.save_failure``).
@@ -35,23 +37,86 @@ def mpiexec_path() -> str:
 
 def run_command(cmd: list[str], timeout: float | None, env: dict[str, str] | None = None,
                 cwd: str | Path | None = None, capture: bool = True) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in its own process group; on timeout kill the whole group and re-raise.
+    """Run ``cmd`` in its own session and wait for it; no process of it outlives the wait.
 
-    Killing the group (not just mpiexec) guarantees that no rank outlives a timed-out job.
+    On a timeout, an exception or a signal (SIGINT raises ``KeyboardInterrupt``, SIGTERM and
+    SIGHUP raise ``JobInterrupted`` while this waits in the main thread) the command is stopped
+    (``stop_session``) and the exception re-raised. If this process is killed outright, the
+    command gets SIGTERM from the kernel (``die_with_parent``).
     """
     pipe = subprocess.PIPE if capture else None
-    proc = subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True, env=env, cwd=cwd,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:
+    with _signals_raise():
+        proc = subprocess.Popen(cmd, stdout=pipe, stderr=pipe, text=True, env=env, cwd=cwd,
+                                start_new_session=True, preexec_fn=die_with_parent)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            stop_session(proc)
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+#: Seconds ``stop_session`` leaves a job to end on SIGTERM before it kills what is left.
+STOP_GRACE = 3.0
+
+
+def stop_session(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
+    """End ``proc`` (a session leader) and its session: SIGTERM, then SIGKILL after ``grace`` s.
+
+    ``mpiexec`` forwards the SIGTERM to every rank and waits for them; the ranks run in
+    sessions of their own (hydra's), so only it can reach them, and a rank whose launcher
+    dies is killed by the kernel (``die_with_parent``).
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        try:
+            proc.communicate(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux; elsewhere a
+    no-op): a launcher killed outright (SIGKILL) then still ends its job."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), sig)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+#: Signals that end a waiting launcher through ``JobInterrupted`` (SIGINT: ``KeyboardInterrupt``).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise JobInterrupted(signum)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise ``JobInterrupted`` (main thread only, where Python
+    runs handlers; signals whose handler the program set itself are left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, handler in previous.items():
+        if handler in (signal.SIG_DFL, None):
+            signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler in (signal.SIG_DFL, None):
+                signal.signal(sig, signal.SIG_DFL)
 
 
 MODES = ("local", "mpi", "slurm")
@@ -68,12 +133,20 @@ class LaunchResult:
 
 
 def prepare(config: str | Path | dict[str, Any], staleness: Any = _KEEP, overrides: Sequence[str] = (),
-            output: str | Path | None = None) -> tuple[JobConfig, Path]:
+            output: str | Path | None = None, resume: str | Path | None = None) -> tuple[JobConfig, Path]:
     """Validate the config with its overrides, create the output folder and write the
-    resolved config there as ``config.json``; returns (config, resolved config path)."""
+    resolved config there as ``config.json``; returns (config, resolved config path).
+
+    ``resume``: an earlier run's output folder; the job writes there again and starts from its
+    newest complete checkpoint (``ParacelError`` if it has none).
+    """
     items = list(overrides)
     if staleness is not _KEEP:
         items.append(f"staleness={json.dumps(staleness)}")
+    if resume is not None:
+        from paracel.checkpoint import newest
+        items.append(f"resume={json.dumps(str(newest(Path(resume)).path.resolve()))}")
+        output = resume
     if output is not None:
         items.append(f"output={json.dumps(str(output))}")
     with _current_folder_importable():
@@ -132,18 +205,37 @@ def job_env() -> dict[str, str]:
     return {**SINGLE_THREADED, **os.environ, "PYTHONPATH": os.pathsep.join(path), "PYTHONUNBUFFERED": "1"}
 
 
+def run_job(job: JobConfig, cmd: list[str], workers: int, servers: int, mode: str, timeout: float | None,
+            progress: str, capture: bool) -> subprocess.CompletedProcess:
+    """Run a prepared job's command, recorded in ``run.json`` (``paracel.record``), with the
+    clock rank showing its progress as ``progress`` ("bar", "lines" or "quiet")."""
+    from paracel.progress import PROGRESS_ENV
+    from paracel.record import recorded
+    env = {**job_env(), PROGRESS_ENV: progress}
+    if progress == "bar":  # the clock rank's stdout is a pipe: tell it how wide the terminal is
+        env["COLUMNS"] = str(shutil.get_terminal_size().columns)
+    with recorded(job, cmd, workers, servers, mode) as record:
+        done = run_command(cmd, timeout=timeout, env=env, capture=capture)
+        record.end(done.returncode)
+    return done
+
+
 def launch(config: str | Path | dict[str, Any], workers: int = 1, servers: int = 1, staleness: Any = _KEEP,
            overrides: Sequence[str] = (), output: str | Path | None = None, mode: str = "local",
-           hostfile: str | Path | None = None, timeout: float | None = None, capture: bool = True) -> LaunchResult:
+           hostfile: str | Path | None = None, timeout: float | None = None, capture: bool = True,
+           progress: str = "lines", resume: str | Path | None = None) -> LaunchResult:
     """Run a paracel job as an MPI subprocess and wait for it (for scripts and notebooks).
 
-    Returns a ``LaunchResult``; raises ``ConfigError`` before starting anything if the config
-    is invalid, ``JobFailed`` (with the ranks' error output) if the job exits non-zero, and
-    ``subprocess.TimeoutExpired`` after killing every rank if it outlives ``timeout`` seconds.
+    ``progress``: what the job prints as it runs — "lines" (a line per metrics row), "bar" (a
+    tqdm bar, for a terminal) or "quiet". Returns a ``LaunchResult``; raises ``ConfigError``
+    before starting anything if the config is invalid, ``JobFailed`` (with the ranks' error
+    output) if the job exits non-zero, and ``subprocess.TimeoutExpired`` after killing every
+    rank if it outlives ``timeout`` seconds. The output folder gets ``run.json``. ``resume``: an
+    earlier run's output folder, to continue from its newest checkpoint (see ``prepare``).
     """
-    job, resolved = prepare(config, staleness, overrides, output)
+    job, resolved = prepare(config, staleness, overrides, output, resume)
     cmd = build_command(resolved, workers, servers, mode, hostfile)
-    done = run_command(cmd, timeout=timeout, env=job_env(), capture=capture)
+    done = run_job(job, cmd, workers, servers, mode, timeout, progress, capture)
     result = LaunchResult(done.returncode, Path(job.output), done.stdout or "", done.stderr or "")
     if done.returncode != 0:
         # ranks report failures on stderr (and in report files, in case MPI_Abort lost it);
@@ -167,8 +259,14 @@ def failure_reports(output_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``prun``: validate a config and run it on W workers, S servers and the clock rank."""
-    parser = argparse.ArgumentParser(prog="prun", description="Run a paracel job under MPI.")
+    """``prun``: validate a config and run it on W workers, S servers and the clock rank;
+    ``prun report DIR...``: write the HTML report of finished runs (``paracel.report``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        from paracel.report import main as report_main
+        return report_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="prun", description="Run a paracel job under MPI "
+                                     "(or: prun report OUTPUT_DIR [DIR ...] to report finished runs).")
     parser.add_argument("-w", "--workers", type=int, default=2, help="worker ranks (default 2)")
     parser.add_argument("-p", "--servers", type=int, default=1, help="parameter-server ranks (default 1)")
     parser.add_argument("-m", "--mode", choices=MODES, default="local",
@@ -182,21 +280,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", help="output folder (overrides the config's)")
     parser.add_argument("--timeout", type=float, help="kill the job after this many seconds")
     parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="show no progress")
+    parser.add_argument("--report", action="store_true", help="write report.html in the output folder afterwards")
+    parser.add_argument("--resume", metavar="OUTPUT_DIR",
+                        help="continue the run in OUTPUT_DIR from its newest complete checkpoint")
     args = parser.parse_args(argv)
     try:
-        job, resolved = prepare(args.config, args.staleness, args.overrides, args.output)
+        job, resolved = prepare(args.config, args.staleness, args.overrides, args.output, args.resume)
         cmd = build_command(resolved, args.workers, args.servers, args.mode, args.hostfile)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ParacelError, ValueError, FileNotFoundError) as exc:
         print(f"prun: error: {exc}", file=sys.stderr)
         return 2
     print(" ".join(shlex.quote(c) for c in cmd), flush=True)
     if args.dry_run:
         return 0
+    progress = "quiet" if args.quiet else "bar" if sys.stdout.isatty() else "lines"
     try:
-        done = run_command(cmd, timeout=args.timeout, env=job_env(), capture=False)
+        done = run_job(job, cmd, args.workers, args.servers, args.mode, args.timeout, progress, capture=False)
     except subprocess.TimeoutExpired:
         print(f"prun: error: job killed after {args.timeout} s", file=sys.stderr)
         return 124
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP as JobInterrupted: the job is stopped
+        signum = exc.signum if isinstance(exc, JobInterrupted) else signal.SIGINT
+        print(f"prun: error: job stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     if done.returncode != 0:
         # the ranks' own reports went to stderr above, unless MPI_Abort cut them off: name them
         failed = [r.splitlines()[0].removeprefix("paracel: ") + " " + r.strip().splitlines()[-1]
@@ -205,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
               + "".join(f"\nprun: {line}" for line in failed), file=sys.stderr)
     else:
         print(f"prun: done; output in {job.output}", flush=True)
+    if args.report:
+        from paracel.report import write_report
+        print(f"prun: report in {write_report([Path(job.output)])}", flush=True)
     return done.returncode
 
 

@@ -1,20 +1,28 @@
-"""Per-round metrics: what each worker measures in its rounds, combined over the workers once.
+"""Per-round metrics: what each worker measures in its rounds, combined over the workers.
 
-A worker records its own figures each round (sums of errors, counts, its clock); ``log``
-combines every round at the end with one reduction per rule, so measuring never adds a
-barrier to a round, and worker 0 logs the result with ``paralg.log_metrics``.
+A worker records its own figures each round (sums of errors, counts, its clock);
+``log_round`` starts combining a round over the workers without waiting for them (MPI's
+non-blocking reductions), and worker 0 logs each combined round with ``paralg.log_metrics``
+as soon as every worker has contributed to it — so measuring never adds a barrier to a round,
+and the rounds show up while the job runs. ``log`` combines what is left and returns them all.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import math
+import numbers
+from collections import deque
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from mpi4py import MPI
+
     from paracel.paralg import paralg
 
 Combine = Literal["sum", "min", "max"]
 Row = dict[str, float]
+Metric = float | int | bool | None
 
 
 def rmse(sse: float, count: float) -> float:
@@ -22,11 +30,35 @@ def rmse(sse: float, count: float) -> float:
     return float(np.sqrt(sse / count)) if count else float("nan")
 
 
+def checked_metrics(step: int, values: Mapping[str, Any]) -> dict[str, Metric]:
+    """``values`` as plain JSON numbers (numpy scalars converted; None kept for "no value").
+
+    Raises ``ParacelError`` naming the metric and ``step`` for a NaN or infinite value,
+    ``TypeError`` for a value that is not a number.
+    """
+    from paracel.errors import ParacelError
+    row: dict[str, Metric] = {}
+    for name, value in values.items():
+        if value is None or isinstance(value, (bool, np.bool_)):
+            row[name] = None if value is None else bool(value)
+        elif isinstance(value, numbers.Integral):
+            row[name] = int(value)
+        elif isinstance(value, numbers.Real):
+            row[name] = float(value)
+            if not math.isfinite(row[name]):
+                raise ParacelError(f"metric {name!r} at step {step} is {row[name]} (log None for a metric "
+                                   "that has no value)")
+        else:
+            raise TypeError(f"metric {name!r} at step {step} must be a number or None, not {type(value).__name__}")
+    return row
+
+
 class RoundLog:
     """A table of ``rounds`` rows of named values, each combined over the workers by its rule.
 
     ``RoundLog(30, sse="sum", n="sum", seconds="max")`` sums ``sse`` and ``n`` and keeps the
-    slowest worker's ``seconds``. Subclasses turn a combined row into what is logged by
+    slowest worker's ``seconds``. Each round: ``record(step, ...)`` then ``log_round(alg,
+    step)``; at the end ``log(alg)``. Subclasses turn a combined row into what is logged by
     overriding ``summarize``.
     """
 
@@ -36,6 +68,12 @@ class RoundLog:
             raise ValueError(f"rules must be 'sum', 'min' or 'max', got {bad}")
         self.rules = rules
         self.table = np.zeros((rounds, len(rules)))
+        rule_of = np.array(list(rules.values()))
+        self._sums = np.flatnonzero(rule_of == "sum")
+        self._signs = np.where(rule_of == "min", -1.0, 1.0)  # min is the max of the negated values
+        self._peaks = np.flatnonzero(rule_of != "sum")
+        self._pending: deque[tuple[int, list["MPI.Request"], np.ndarray, np.ndarray, Any]] = deque()
+        self._combined: dict[int, Row] = {}
 
     def record(self, step: int, **values: float) -> None:
         """This worker's values of round ``step`` (every name, nothing else)."""
@@ -47,19 +85,46 @@ class RoundLog:
         """What is logged for one combined row (the row itself here)."""
         return row
 
+    def log_round(self, alg: "paralg", step: int) -> None:
+        """Collective, without waiting: start combining round ``step`` over the workers (every
+        worker calls it for the same rounds, in the same order); worker 0 logs, in order, every
+        round whose combination has completed, this one once the slowest worker has sent it."""
+        from mpi4py import MPI
+        signed = self.table[step] * self._signs
+        sends = (signed[self._sums], signed[self._peaks])  # kept in _pending until MPI is done with them
+        sums, peaks = np.empty(len(self._sums)), np.empty(len(self._peaks))
+        requests = [alg.worker_comm.Iallreduce(part, out, op=op)
+                    for part, out, op in ((sends[0], sums, MPI.SUM), (sends[1], peaks, MPI.MAX)) if len(out)]
+        self._pending.append((step, requests, sums, peaks, sends))
+        self._drain(alg, wait=False)
+
     def log(self, alg: "paralg") -> list[Row]:
-        """Collective: combine every round over the workers, log each summarized row from
-        worker 0 (``log_metrics``, step = round) and return them on every worker."""
-        combined = self.table.copy()
-        for rule in ("sum", "min", "max"):
-            columns = [i for i, r in enumerate(self.rules.values()) if r == rule]
-            if columns:
-                combined[:, columns] = alg.allreduce(self.table[:, columns], rule)
-        history = [self.summarize(dict(zip(self.rules, row.tolist()))) for row in combined]
-        if alg.get_worker_id() == 0:
-            for step, metrics in enumerate(history):
-                alg.log_metrics(step, **metrics)
-        return history
+        """Collective: combine every round not yet given to ``log_round``, wait for all, log
+        the rest from worker 0 (``log_metrics``, step = round) and return every round's
+        summarized row on every worker."""
+        for step in range(len(self.table)):
+            if step not in self._combined and all(step != pending[0] for pending in self._pending):
+                self.log_round(alg, step)
+        self._drain(alg, wait=True)
+        return [self._combined[step] for step in range(len(self.table))]
+
+    def _drain(self, alg: "paralg", wait: bool) -> None:
+        """Log the rounds whose combination has completed, oldest first (all with ``wait``)."""
+        from mpi4py import MPI
+
+        from paracel.collectives import wait as wait_for
+        while self._pending:
+            step, requests, sums, peaks, _ = self._pending[0]
+            if wait:
+                wait_for(*requests)
+            elif not MPI.Request.Testall(requests):
+                return
+            self._pending.popleft()
+            row = np.empty(len(self.rules))
+            row[self._sums], row[self._peaks] = sums, peaks
+            self._combined[step] = self.summarize(dict(zip(self.rules, (row * self._signs).tolist())))
+            if alg.get_worker_id() == 0:
+                alg.log_metrics(step, **self._combined[step])
 
 
 class FitLog(RoundLog):
@@ -72,12 +137,13 @@ class FitLog(RoundLog):
                          seconds="max")
 
     def summarize(self, row: Row) -> Row:
-        return {"train_rmse": rmse(row["train_sse"], row["train_n"]),
-                "test_rmse": rmse(row["test_sse"], row["test_n"]), "seconds": row["seconds"]}
+        test = rmse(row["test_sse"], row["test_n"]) if row["test_n"] else None  # no test ratings: no value
+        return {"train_rmse": rmse(row["train_sse"], row["train_n"]), "test_rmse": test, "seconds": row["seconds"]}
 
 
-def write_summary(alg: "paralg", **values: float) -> None:
-    """Worker 0 writes the run's final figures to ``summary.tsv`` (``name<TAB>value`` lines)."""
+def write_summary(alg: "paralg", **values: float | None) -> None:
+    """Worker 0 writes the run's final figures to ``summary.tsv`` (``name<TAB>value`` lines;
+    None, "no value", as ``nan``)."""
     if alg.get_worker_id() == 0:
-        text = "".join(f"{name}\t{value:.9g}\n" for name, value in values.items())
+        text = "".join(f"{name}\t{float('nan') if value is None else value:.9g}\n" for name, value in values.items())
         (alg.output_dir / "summary.tsv").write_text(text)

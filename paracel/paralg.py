@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -27,6 +26,8 @@ class WorkerContext:
     client: "ParamClient"
     worker_comm: "MPI.Intracomm"
     output_dir: Path
+    #: Clocks between automatic checkpoints (None: only ``paracel_checkpoint()``).
+    checkpoint_every: int | None = None
 
 
 class paralg:  # noqa: N801 - the name users know from Paracel
@@ -45,8 +46,11 @@ class paralg:  # noqa: N801 - the name users know from Paracel
         raise NotImplementedError(f"{type(self).__name__} must implement solve()")
 
     def attach(self, ctx: WorkerContext) -> None:
-        """Connect to the runtime (done by paracel before ``solve()``)."""
+        """Connect to the runtime (done by paracel before ``solve()``); from now on the client
+        counts where this worker's time and bytes go (``paracel.usage``)."""
+        from paracel.usage import Usage
         self._ctx = ctx
+        ctx.client.usage = Usage(ctx.client)
 
     @property
     def _client(self) -> "ParamClient":
@@ -232,16 +236,54 @@ class paralg:  # noqa: N801 - the name users know from Paracel
 
     # -- synchronisation
     def iter_commit(self) -> None:
-        """End this worker's iteration (clock); may wait for slower workers (SSP)."""
+        """End this worker's iteration (clock); may wait for slower workers (SSP). With the
+        config's ``checkpoint_every`` N, every N-th clock also writes a checkpoint (collective:
+        every worker must commit as many clocks)."""
         self._client.commit()
+        every = self._ctx.checkpoint_every
+        if every and self._client.clock % every == 0:
+            self.paracel_checkpoint()
+
+    def get_clock(self) -> int:
+        """This worker's clock: the ``iter_commit`` calls so far (in a resumed job, counting
+        those before the checkpoint it resumed from)."""
+        return self._client.clock
+
+    # -- checkpoints
+    def paracel_checkpoint(self) -> Path:
+        """Collective of all workers, at the same clock: write a consistent checkpoint (every
+        server's shard and every worker's ``save_state()``) to ``checkpoints/clock-N/`` in the
+        output folder, atomically; returns that folder. ``prun --resume`` restarts from it."""
+        from paracel import checkpoint
+        return checkpoint.take(self, self._client).path
+
+    def save_state(self) -> dict[str, Any] | None:
+        """Override to checkpoint this worker's local state (e.g. its rows of a model, its
+        random generator, its round): a dict of numpy arrays and plain data (numbers, str,
+        lists, dicts). None (the default): the algorithm keeps nothing between clocks but what
+        the servers hold."""
+        return None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Override to restore what ``save_state`` returned (arrays come back as arrays, tuples
+        as lists); called before ``solve()`` in a resumed job, which then continues from there."""
+        raise NotImplementedError(f"{type(self).__name__} saved state but does not implement load_state()")
 
     def sync(self) -> None:
         """Barrier of all workers; afterwards every worker's updates are visible to all."""
         self._client.sync()
 
     def set_total_iters(self, n: int) -> None:
-        """Declare the number of iterations, for progress reports."""
+        """Declare how many clocks (``iter_commit`` calls) each worker will run — or, for an
+        algorithm that never commits, how many metrics rows it will log: the progress shows
+        how far the job is along them, and its rate and ETA."""
         self._total_iters = n
+        self._tell_clock(total=int(n))
+
+    def _tell_clock(self, **report: Any) -> None:
+        """Send the clock rank a ``paracel.protocol.Report`` (imported here: it starts MPI)."""
+        from paracel.protocol import Report
+        self._client.call([(self._client.layout.clock_rank, Report(**report))])
 
     # -- output
     def paracel_dump(self, name: str, data: Mapping[Any, Any] | np.ndarray, gather: bool = False) -> Path | None:
@@ -272,14 +314,14 @@ class paralg:  # noqa: N801 - the name users know from Paracel
                 out.write(f"{key}\t{text}\n")
         return path
 
-    def log_metrics(self, step: int, **metrics: float) -> None:
-        """Record metrics of an iteration: appended to ``metrics_<id>.jsonl`` in the output
-        folder, and printed by worker 0."""
-        wid = self.get_worker_id()
-        with open(self.output_dir / f"metrics_{wid}.jsonl", "a", encoding="utf-8") as out:
-            out.write(json.dumps({"step": step, **metrics}) + "\n")
-        if wid == 0:
-            total = f"/{self._total_iters}" if self._total_iters else ""
-            shown = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-            print(f"[paracel] step {step}{total}: {shown}", flush=True)
-            sys.stdout.flush()
+    def log_metrics(self, step: int, **metrics: float | None) -> None:
+        """Record this worker's metrics of iteration ``step`` (numbers; None for "no value", e.g.
+        the error on an empty test set): appended to ``metrics_<id>.jsonl`` in the output folder
+        and sent to the clock rank, which shows them in the progress and writes them to
+        ``metrics.jsonl``. Raises ``ParacelError`` naming the metric and step if a value is
+        NaN or infinite (a diverged loss ends the job), ``TypeError`` if it is not a number."""
+        from paracel.metrics import checked_metrics
+        row = checked_metrics(step, metrics)
+        with open(self.output_dir / f"metrics_{self.get_worker_id()}.jsonl", "a", encoding="utf-8") as out:
+            out.write(json.dumps({"step": step, **row}) + "\n")
+        self._tell_clock(step=int(step), values=row)

@@ -28,14 +28,19 @@ FUNCTION = "fn"
 SCAN_KIND = "kind"
 PREFIX = "prefix"
 TOP_K = "k"
+USAGE = "use"
+STEP = "step"
+METRICS = "vals"
+TOTAL = "total"
+PATH = "path"
 # ... and of replies.
 OK = "ok"
 REMOVED = "count"
 MIN_CLOCK = "min"
 ERROR_KIND = "etype"
 ERROR_MESSAGE = "error"
-PROTOCOL_FIELDS = frozenset({OP, AWAITS_REPLY, FUNCTION, SCAN_KIND, PREFIX, TOP_K, OK, REMOVED, MIN_CLOCK,
-                             ERROR_KIND, ERROR_MESSAGE})
+PROTOCOL_FIELDS = frozenset({OP, AWAITS_REPLY, FUNCTION, SCAN_KIND, PREFIX, TOP_K, USAGE, STEP, METRICS, TOTAL, PATH,
+                             OK, REMOVED, MIN_CLOCK, ERROR_KIND, ERROR_MESSAGE})
 
 
 def op_of(header: Header) -> str | None:
@@ -305,7 +310,25 @@ class Flush(Request):
 
 
 @dataclass
-class Done(Request):
+class Save(Request):
+    """Write the server's shard of the table to the checkpoint file ``path``."""
+
+    path: str
+    op = "save"
+    scalars = {"path": PATH}
+
+
+@dataclass
+class _ToClock(Request):
+    """A request the clock rank may get: it carries the sender's ``usage`` so far (a
+    ``paracel.usage.Usage.snapshot()``, filled in by the client; None elsewhere)."""
+
+    usage: dict[str, Any] | None = None
+    scalars = {"usage": USAGE}
+
+
+@dataclass
+class Done(_ToClock):
     """The sending worker has returned from ``solve()``; it waits for no reply."""
 
     op = "done"
@@ -316,7 +339,7 @@ class Done(Request):
 
 
 @dataclass
-class Tick(Request):
+class Tick(_ToClock):
     """The sending worker ended its clock; answered once it may start the next (SSP rule 2)."""
 
     op = "tick"
@@ -324,13 +347,30 @@ class Tick(Request):
 
 
 @dataclass
-class Sync(Request):
+class Sync(_ToClock):
     """The sending worker entered the barrier of all workers; answered when all have."""
 
     op = "sync"
     answer = Proceed
 
 
+@dataclass
+class Report(_ToClock):
+    """For the run's progress and record: a metrics row ``values`` of ``step`` that the sender
+    logged, and/or the ``total`` clocks it will run; it waits for no reply."""
+
+    step: int | None = None
+    values: dict[str, Any] | None = None
+    total: int | None = None
+    op = "report"
+    scalars = {**_ToClock.scalars, "step": STEP, "values": METRICS, "total": TOTAL}
+
+    @property
+    def awaits_reply(self) -> bool:
+        return False
+
+
 #: The operations each kind of rank serves.
-SERVER_REQUESTS: tuple[type[Request], ...] = (Pull, Push, Update, Remove, Contains, Items, TopK, Flush, Done)
-CLOCK_REQUESTS: tuple[type[Request], ...] = (Tick, Sync, Done)
+SERVER_REQUESTS: tuple[type[Request], ...] = (Pull, Push, Update, Remove, Contains, Items, TopK, Flush, Save,
+                                               Done)
+CLOCK_REQUESTS: tuple[type[Request], ...] = (Tick, Sync, Done, Report)

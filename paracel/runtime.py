@@ -13,10 +13,12 @@ from pathlib import Path
 
 from mpi4py import MPI
 
+from paracel import checkpoint
 from paracel.client import ParamClient
 from paracel.clock import run_clock
 from paracel.config import JobConfig, read_resolved, resolve_algorithm
-from paracel.launch import FAILURE_PREFIX
+from paracel.errors import ParacelError
+from paracel.launch import FAILURE_PREFIX, die_with_parent
 from paracel.layout import Layout
 from paracel.paralg import WorkerContext
 from paracel.server import serve
@@ -25,10 +27,21 @@ from paracel.server import serve
 def run_worker(world: MPI.Intracomm, workers: MPI.Intracomm, layout: Layout, config: JobConfig) -> None:
     """Build the user's algorithm, run its ``solve()``, then sign off with servers and clock."""
     algorithm = resolve_algorithm(config.algorithm)(**config.params)
-    client = ParamClient(world, layout, config.staleness, config.cache)
-    algorithm.attach(WorkerContext(client=client, worker_comm=workers, output_dir=Path(config.output)))
+    client = ParamClient(world, layout, config.staleness, config.cache, config.request_timeout)
+    algorithm.attach(WorkerContext(client=client, worker_comm=workers, output_dir=Path(config.output),
+                                   checkpoint_every=config.checkpoint_every))
+    if config.resume:
+        checkpoint.restore(algorithm, client, resumed(config))
     algorithm.solve()
     client.finish()
+
+
+def resumed(config: JobConfig) -> checkpoint.Checkpoint:
+    """The checkpoint a resumed job starts from (``config.resume``, checked by the launcher)."""
+    saved = checkpoint.read_manifest(Path(config.resume))
+    if saved is None:
+        raise ParacelError(f"{config.resume}: not a complete checkpoint")
+    return saved
 
 
 def run_rank(config: JobConfig, nservers: int) -> None:
@@ -45,7 +58,8 @@ def run_rank(config: JobConfig, nservers: int) -> None:
         elif role == "server":
             serve(world, layout.nworkers)
         else:
-            clock = run_clock(world, layout.nworkers, config.staleness)
+            start = resumed(config).clock if config.resume else 0
+            clock = run_clock(world, layout.nworkers, config.staleness, Path(config.output), start)
             (Path(config.output) / "clock.json").write_text(json.dumps(clock.report()) + "\n")
     except BaseException:  # noqa: B036 - any failure, even KeyboardInterrupt, must end the job
         report = f"paracel: {role} rank {rank} failed:\n{traceback.format_exc()}"
@@ -78,4 +92,5 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", help="resolved job config (JSON)")
     parser.add_argument("--servers", type=int, required=True, help="number of parameter-server ranks")
     args = parser.parse_args(argv)
+    die_with_parent()  # a rank whose launcher (hydra's proxy) is killed must not live on
     run_rank(read_resolved(args.config), args.servers)

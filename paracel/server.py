@@ -1,12 +1,16 @@
 """The parameter-server rank: its shard of the table and the handlers of its operations."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from mpi4py import MPI
 
 from paracel.batch import KeyBatch
+from paracel.errors import MessageError
+from paracel.checkpoint import save_shard
 from paracel.protocol import (Ack, Contains, Count, Done, ErrorReply, Flush, Items, Mask, Pairs, Pull, Push, Remove,
-                              TopK, Update, Values, op_of)
+                              Save, TopK, Update, Values, op_of)
 from paracel.service import Service, handles, run_service
 from paracel.table import ShardTable
 from paracel.wire import Header, Landing
@@ -31,7 +35,10 @@ class ServerState(Service):
     def landing(self, header: Header) -> Landing | None:
         """For a one-key push whose key holds a value of the same signature: receive the new
         value straight into the table row (saves a copy of what may be a large array)."""
-        lone = Push.lone_value(header) if op_of(header) == Push.op else None
+        try:
+            lone = Push.lone_value(header) if op_of(header) == Push.op else None
+        except (MessageError, KeyError, TypeError):  # malformed: decoding the request reports it
+            return None
         if lone is None:
             return None
         value_index, signature = lone
@@ -39,7 +46,10 @@ class ServerState(Service):
         def target(index: int, received: list[np.ndarray]) -> np.ndarray | None:
             if index != value_index:
                 return None
-            keys, _ = KeyBatch.from_wire(header, received)
+            try:
+                keys, _ = KeyBatch.from_wire(header, received)
+            except MessageError:
+                return None
             return self.table.row_bytes(keys, signature)
         return target
 
@@ -82,6 +92,11 @@ class ServerState(Service):
         errors = self.deferred_errors.pop(source, [])
         if errors:
             raise RuntimeError("; ".join(errors))
+        return Ack()
+
+    @handles(Save, read_only=True)
+    def save(self, source: int, request: Save) -> Ack:
+        save_shard(self.table, Path(request.path))
         return Ack()
 
     @handles(Done)

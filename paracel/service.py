@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 from mpi4py import MPI
 
-from paracel.errors import ParacelError
+from paracel.errors import MessageError, ParacelError
 from paracel.protocol import ErrorReply, Reply, Request, awaits_reply, op_of
 from paracel.waiting import BUSY, Backoff
 from paracel.wire import TAG_REPLY, TAG_REQUEST, Header, Landing, PendingSend, Receiver
@@ -82,7 +82,7 @@ class Service(ABC):
             operation = self.operations.get(op)
             if operation is None:
                 raise ValueError(f"unknown {self.name} operation {op!r}")
-            result = operation.handler(self, source, operation.request.decode(header, payload))
+            result = operation.handler(self, source, _decode(operation.request, header, payload))
         except Exception as exc:  # any request failure goes back to its caller
             if wants_reply:
                 return [(source, ErrorReply.of(exc))]
@@ -98,12 +98,22 @@ class Service(ABC):
         raise ParacelError(f"{op!r} from rank {source}, which waits for no reply, failed: {error.message}")
 
 
+def _decode(request: type[Request], header: Header, payload: list[np.ndarray]) -> Request:
+    """The request that ``header`` and ``payload`` carry; raises ``MessageError`` if they carry none."""
+    try:
+        return request.decode(header, payload)
+    except Exception as exc:  # a missing field, a buffer too few ...: the sender's bug, not this rank's
+        why = str(exc) if isinstance(exc, MessageError) else f"{type(exc).__name__}: {exc}"
+        raise MessageError(f"cannot decode a {request.op!r} request: {why}") from None
+
+
 def run_service(comm: MPI.Comm, service: Service) -> None:
     """Answer requests until ``service.finished`` and every reply has gone out.
 
     Waits for requests with ``Iprobe`` and a back-off, and replies without blocking. A reply in
     flight needs this rank's progress (a large one moves only while the rank calls MPI), so
     while one is out the loop only yields its core, for up to ``BUSY`` seconds, before sleeping.
+    A message that cannot be decoded is answered with an error reply (``MessageError``).
     """
     receiver = Receiver(comm)
     status = MPI.Status()
@@ -119,7 +129,11 @@ def run_service(comm: MPI.Comm, service: Service) -> None:
             continue
         idle.reset()
         source = status.Get_source()
-        header = receiver.header(status)
+        try:
+            header = receiver.header(status)
+        except MessageError as exc:  # its payload cannot be known: answer, and serve the next request
+            sending.append(PendingSend(comm, source, TAG_REPLY, *ErrorReply.of(exc).encode()))
+            continue
         if sending and not service.read_only(header):
             while sending := _unsent(sending):  # replies may be views of the state: let them go first
                 replying.pause()

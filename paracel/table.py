@@ -98,7 +98,9 @@ class ShardTable:
         self._set_slots(moved, (bid << ROW_BITS) | rows)
         # a key given twice got two rows and kept the last: free the others
         final = self.lookup(keys)
-        block.release(np.setdiff1d(rows, final[where] & ROW_MASK))
+        kept = final[where] & ROW_MASK
+        if not np.array_equal(kept, rows):
+            block.release(np.setdiff1d(rows, kept))
         return final & ROW_MASK
 
     # -- operations
@@ -160,44 +162,85 @@ class ShardTable:
             return
         bid = self._block_id(values.dense.dtype, values.dense.shape[1:], values.py)
         rows = self._place(keys, bid, slots)
-        self.blocks[bid].data[rows] = values.dense
+        self.blocks[bid].data[_run(rows)] = values.dense
 
     def update(self, keys: KeyBatch, deltas: ValueBatch, fn_name: str) -> None:
         """Apply ``new = fn(old, delta)`` per key in order; an absent key stores its delta.
 
-        Raises ``ValueError`` for an unknown function; a failing function's exception
-        propagates after the keys before it were updated.
+        Built-in functions but ``replace`` keep each stored value's dtype, shape and type: a
+        delta must have the stored shape and a dtype numpy casts to the stored one as
+        ``same_kind`` (int onto float, float64 onto float32: yes; float onto int: no); else
+        ``TypeError``/``ValueError`` naming the key, and nothing in the batch is changed.
+        ``replace`` stores the delta as given, like a write. Raises ``ValueError`` for an unknown
+        function; a failing user function's exception propagates after the keys before it
+        were updated.
         """
         fn = resolve(fn_name)
-        if deltas.dense is None or not (fn_name in BUILTIN_UFUNCS or fn_name == REPLACE):
-            self._update_each(keys, deltas, fn)
-            return
         if fn_name == REPLACE:
             self.write(keys, deltas)
-            return
-        bid = self._block_id(deltas.dense.dtype, deltas.dense.shape[1:], deltas.py)
-        slots = self.lookup(keys)
-        foreign = (slots >= 0) & ((slots >> ROW_BITS) != bid)
-        if foreign.any():  # stored with another dtype/shape: numpy's own promotion rules, key by key
+        elif fn_name not in BUILTIN_UFUNCS:
             self._update_each(keys, deltas, fn)
-            return
+        elif deltas.dense is None:  # rare: deltas of several signatures, applied key by key
+            items = [deltas.item(i) for i in range(len(keys))]
+            ones = [(keys.take(np.array([i])), ValueBatch(dense=arr[None], py=py)) for i, (arr, py) in enumerate(items)]
+            for key, delta in ones:
+                self._check_deltas(key, delta, self.lookup(key), fn_name)
+            for key, delta in ones:
+                self._apply(key, delta, fn_name)
+        else:
+            self._apply(keys, deltas, fn_name)
+
+    def _apply(self, keys: KeyBatch, deltas: ValueBatch, fn_name: str) -> None:
+        """``update`` of dense deltas with a built-in ufunc: one vector operation per block."""
+        slots = self.lookup(keys)
+        blocks = self._check_deltas(keys, deltas, slots, fn_name)
         missing = np.flatnonzero(slots < 0)
         apply = np.ones(len(keys), dtype=bool)
         if len(missing):
-            new = keys.take(missing)
-            rows = self._place(new, bid, slots[missing])
+            bid = self._block_id(deltas.dense.dtype, deltas.dense.shape[1:], deltas.py)
+            rows = self._place(keys.take(missing), bid, slots[missing])
             _, first = np.unique(rows, return_index=True)
             self.blocks[bid].data[rows[first]] = deltas.dense[missing[first]]
             apply[missing[first]] = False
             slots = self.lookup(keys)
-        data = self.blocks[bid].data  # only now: placing new keys may have grown the block
-        rows = slots[apply] & ROW_MASK
-        d = deltas.dense[apply]
-        if _distinct(rows, len(data)):
-            current = np.take(data, rows, axis=0)
-            data[rows] = BUILTIN_UFUNCS[fn_name](current, d, out=current)
+            blocks = sorted({*blocks, bid})
+        ufunc = BUILTIN_UFUNCS[fn_name]
+        for bid in blocks:
+            chosen = apply & ((slots >> ROW_BITS) == bid) if len(blocks) > 1 else apply
+            data = self.blocks[bid].data  # only now: placing new keys may have grown the block
+            rows = slots[chosen] & ROW_MASK
+            d = deltas.dense[chosen]
+            if _distinct(rows, len(data)):
+                current = np.take(data, rows, axis=0)
+                data[_run(rows)] = ufunc(current, d, out=current, casting="same_kind")
+            else:
+                ufunc.at(data, rows, d.astype(data.dtype, casting="same_kind", copy=False))
+
+    def _check_deltas(self, keys: KeyBatch, deltas: ValueBatch, slots: np.ndarray, fn_name: str) -> list[int]:
+        """Refuse dense ``deltas`` that would change the dtype or shape of a stored value;
+        returns the blocks that hold the present keys (``slots``)."""
+        bids = slots >> ROW_BITS  # -1 where absent
+        top = int(bids.max()) if len(bids) else -1
+        if top < 0:
+            blocks = []
+        elif ((bids == top) | (bids < 0)).all():  # the usual case: one block, no sort
+            blocks = [top]
         else:
-            BUILTIN_UFUNCS[fn_name].at(data, rows, d)
+            blocks = np.unique(bids[bids >= 0]).tolist()
+        for bid in blocks:
+            self._check_block(bid, keys, deltas, bids, fn_name)
+        return blocks
+
+    def _check_block(self, bid: int, keys: KeyBatch, deltas: ValueBatch, bids: np.ndarray, fn_name: str) -> None:
+        stored, delta = self.blocks[bid].data, deltas.dense
+        if delta.shape[1:] == stored.shape[1:] and np.can_cast(delta.dtype, stored.dtype, casting="same_kind"):
+            return
+        key = keys.take(np.flatnonzero(bids == bid)[:1]).describe()
+        if delta.shape[1:] != stored.shape[1:]:
+            raise ValueError(f"update {fn_name!r} of key {key}: a delta of shape {delta.shape[1:]} cannot change "
+                             f"the stored value's shape {stored.shape[1:]}")
+        raise TypeError(f"update {fn_name!r} of key {key}: a {delta.dtype} delta cannot change the stored "
+                        f"{stored.dtype} value (numpy casts 'same_kind' only; cast the delta first)")
 
     def _update_each(self, keys: KeyBatch, deltas: ValueBatch, fn: Any) -> None:
         for i in range(len(keys)):
@@ -261,3 +304,11 @@ def _distinct(rows: np.ndarray, size: int) -> bool:
     seen = np.zeros(size, dtype=bool)
     seen[rows] = True
     return int(np.count_nonzero(seen)) == len(rows)
+
+
+def _run(rows: np.ndarray) -> np.ndarray | slice:
+    """``rows`` as a slice where they are one increasing run (a block copy, not a scatter)."""
+    n = len(rows)
+    if n > 1 and rows[-1] - rows[0] == n - 1 and (rows[1:] > rows[:-1]).all():
+        return slice(int(rows[0]), int(rows[0]) + n)
+    return rows

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 from mpi4py import MPI
+
+from paracel.errors import RequestTimeout
 
 SPIN = 300e-6
 NAP = 50e-6
@@ -45,10 +48,27 @@ class Backoff:
             self._sleep = min(2 * self._sleep, self.max_sleep)
 
 
-def probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status) -> None:
-    """Wait until a message from ``source`` with ``tag`` can be received; fills ``status``."""
-    if comm.Iprobe(source, tag, status):
-        return
-    backoff = Backoff()
-    while not comm.Iprobe(source, tag, status):
+def probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status, timeout: float | None = None,
+          describe: Callable[[], str] = lambda: "no reply arrived") -> None:
+    """Wait until a message from ``source`` with ``tag`` can be received; fills ``status``.
+
+    Raises ``RequestTimeout`` with ``describe()`` (e.g. "server rank 3 did not answer update")
+    if none can after ``timeout`` seconds (None: wait for ever).
+    """
+    if not comm.Iprobe(source, tag, status):
+        wait_until(lambda: comm.Iprobe(source, tag, status), timeout, describe)
+
+
+def wait_until(ready: Callable[[], bool], timeout: float | None = None,
+               describe: Callable[[], str] = lambda: "nothing happened", backoff: Backoff | None = None) -> None:
+    """Poll ``ready()`` (an MPI test) with ``backoff`` (default ``Backoff()``) until it is true.
+
+    Raises ``RequestTimeout`` with ``describe()`` if it is still false after ``timeout``
+    seconds (None: wait for ever).
+    """
+    backoff = backoff or Backoff()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not ready():
+        if deadline is not None and time.monotonic() > deadline:
+            raise RequestTimeout(f"{describe()} within {timeout:g} s (config 'request_timeout')")
         backoff.pause()

@@ -14,6 +14,9 @@ import msgpack
 import numpy as np
 from mpi4py import MPI
 
+from paracel.errors import MessageError, RequestTimeout
+from paracel.waiting import BUSY, Backoff, wait_until
+
 TAG_REQUEST = 11
 TAG_REPLY = 12
 TAG_DATA = 13
@@ -37,12 +40,27 @@ def frame(header: Header, buffers: Sequence[np.ndarray]) -> tuple[bytes, list[np
     return msgpack.packb(header), [b for b in payload if b.nbytes]
 
 
-def send(comm: MPI.Comm, dest: int, tag: int, header: Header, buffers: Sequence[np.ndarray] = ()) -> None:
-    """Send a header and its payload buffers to ``dest`` (blocking until the buffers are free)."""
-    packed, payload = frame(header, buffers)
-    comm.Send([packed, MPI.BYTE], dest, tag)
-    for b in payload:
-        comm.Send([b, MPI.BYTE], dest, TAG_DATA)
+def send(comm: MPI.Comm, dest: int, tag: int, header: Header, buffers: Sequence[np.ndarray] = (),
+         timeout: float | None = None, describe: Callable[[], str] = lambda: "no one received a message") -> None:
+    """Send a header and its payload buffers to ``dest``; returns once the buffers are free.
+
+    Waits without spinning a core (a large message is not taken before ``dest`` receives it),
+    and raises ``RequestTimeout`` with ``describe()`` if ``dest`` has not taken it after
+    ``timeout`` seconds (None: wait for ever).
+    """
+    if _ABANDONED:
+        _ABANDONED[:] = [s for s in _ABANDONED if not s.done()]
+    sending = PendingSend(comm, dest, tag, header, buffers)
+    if sending.done():
+        return
+    try:  # yield only, at first: a large message moves only while this rank calls MPI
+        wait_until(sending.done, timeout, describe, Backoff(spin=BUSY))
+    except RequestTimeout:
+        _ABANDONED.append(sending)  # MPI may still read its buffers: keep them (the job is failing)
+        raise
+
+
+_ABANDONED: list[PendingSend] = []
 
 
 class PendingSend:
@@ -63,6 +81,21 @@ class PendingSend:
         return MPI.Request.Testall(self._requests)
 
 
+def unpack_header(packed: bytes | memoryview) -> Header:
+    """The header in ``packed``; raises ``MessageError`` unless it is a msgpack map whose
+    ``PAYLOAD_SIZES`` lists the payload sizes (ints >= 0)."""
+    try:
+        header = msgpack.unpackb(packed, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several types (ExtraData, FormatError, ValueError ...)
+        raise MessageError(f"not a msgpack header ({type(exc).__name__}: {exc})") from None
+    if not isinstance(header, dict):
+        raise MessageError(f"the header is a {type(header).__name__}, not a map")
+    sizes = header.get(PAYLOAD_SIZES)
+    if not (isinstance(sizes, list) and all(type(n) is int and n >= 0 for n in sizes)):
+        raise MessageError(f"header field {PAYLOAD_SIZES!r} must list the payload sizes, got {sizes!r}")
+    return header
+
+
 class Receiver:
     """Receives headers and payloads into preallocated buffers that grow and are reused."""
 
@@ -77,7 +110,7 @@ class Receiver:
         if count > len(self._header_buf):
             self._header_buf = bytearray(2 * count)
         self.comm.Recv([self._header_buf, count, MPI.BYTE], status.Get_source(), status.Get_tag())
-        return msgpack.unpackb(memoryview(self._header_buf)[:count], strict_map_key=False)
+        return unpack_header(memoryview(self._header_buf)[:count])
 
     def payload(self, source: int, header: Header, reuse: bool, landing: Landing | None = None) -> list[np.ndarray]:
         """Receive the payload buffers announced by ``header`` as uint8 arrays.

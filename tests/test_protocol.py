@@ -15,8 +15,8 @@ from paracel import JobFailed, ParacelError, RemoteKeyError, ServerError, launch
 from paracel.batch import BATCH_FIELDS, INT_KEYS, STR_KEYS, KeyBatch, ValueBatch
 from paracel.clock import ClockState
 from paracel.protocol import (CLOCK_REQUESTS, FAILED, OP, PROTOCOL_FIELDS, SERVER_REQUESTS, Ack, Contains, Count,
-                              Done, ErrorReply, Flush, Items, Mask, Pairs, Proceed, Pull, Push, Remove, Reply, Sync,
-                              Tick, TopK, Update, Values)
+                              Done, ErrorReply, Flush, Items, Mask, Pairs, Proceed, Pull, Push, Remove, Reply, Report,
+                              Save, Sync, Tick, TopK, Update, Values)
 from paracel.server import ServerState
 from paracel.waiting import probe
 from paracel.wire import PAYLOAD_SIZES, TAG_REPLY, TAG_REQUEST, PendingSend, Receiver
@@ -38,7 +38,8 @@ REQUESTS = [
     Update(kb([7, 8]), vb(np.ones((2, 3), np.int16)), fn="max"),
     Update(kb(["x"]), vb([0.5]), fn="pkg.mod:fn", wait_applied=False),
     Items(INT_KEYS), Items(STR_KEYS, prefix="w:"), TopK(STR_KEYS, None, 4), TopK(STR_KEYS, "x", 2),
-    Flush(), Done(), Tick(), Sync(),
+    Flush(), Save("/tmp/ckpt/shard-2.npz"), Done(), Tick(), Sync(), Tick({"wall": 1.5, "load": [[1, 2, 3, 4]], "staleness": {0: 3}}),
+    Report(step=3, values={"loss": 0.5, "test_rmse": None}), Report(total=30),
 ]
 REPLIES = [
     Ack(), Values(vb([np.zeros((2, 2)), 3])), Values(vb(np.arange(4.0))), Values(ValueBatch(ragged=[])),
@@ -120,7 +121,7 @@ def test_handler_tables_serve_exactly_the_protocol():
     assert set(ServerState.operations) == {r.op for r in SERVER_REQUESTS}
     assert set(ClockState.operations) == {r.op for r in CLOCK_REQUESTS}
     read_only = {op for op, operation in ServerState.operations.items() if operation.read_only}
-    assert read_only == {"pull", "contains", "items", "topk", "flush"}
+    assert read_only == {"pull", "contains", "items", "topk", "flush", "save"}
     assert not any(operation.read_only for operation in ClockState.operations.values())
 
 

@@ -56,11 +56,36 @@ def test_update_of_absent_key_stores_delta_and_repeats_accumulate():
     assert np.array_equal(t.read(kb([5])).dense, [[5, 5]])
 
 
-def test_update_with_other_dtype_follows_numpy():
+def test_builtin_updates_keep_the_stored_dtype_shape_and_type():
     t = ShardTable()
-    t.write(kb(["n"]), vb([2]))
-    t.update(kb(["n"]), vb([0.5]), "add")
-    assert t.read(kb(["n"])).to_list() == [2.5]
+    t.write(kb(["n", "f"]), vb([2, 1.5]))  # Python numbers: int64 and float64
+    t.write(kb(["a"]), vb([np.zeros(3, np.int32)]))
+    t.write(kb(["h"]), vb([np.ones(2, np.float32)]))
+    t.update(kb(["n", "f"]), vb(np.array([3, 2])), "add")  # numpy int deltas (a new block) onto both
+    t.update(kb(["a", "a"]), vb(np.ones((2, 3), np.int64)), "add")  # int64 onto int32, repeated key
+    t.update(kb(["h"]), vb([np.full(2, 0.5)]), "mul")  # float64 onto float32
+    n, f, a, h = t.read(kb(["n", "f", "a", "h"])).to_list()
+    assert (n, type(n), f, type(f)) == (5, int, 3.5, float)
+    assert a.dtype == np.int32 and a.tolist() == [2, 2, 2]
+    assert h.dtype == np.float32 and h.tolist() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("key, delta, error, message", [
+    ("n", 0.5, TypeError, "update 'add' of key 'n': a float64 delta cannot change the stored int64 value"),
+    ("a", np.ones(3), TypeError, "key 'a': a float64 delta cannot change the stored int32 value"),
+    ("f", 1j, TypeError, "key 'f': a complex128 delta cannot change the stored float64 value"),
+    ("a", np.ones(4, np.int32), ValueError, "key 'a': a delta of shape (4,) cannot change the stored value's shape"),
+    ("a", 1, ValueError, "key 'a': a delta of shape () cannot change the stored value's shape (3,)"),
+])
+def test_builtin_updates_refuse_a_dtype_or_shape_change_and_change_nothing(key, delta, error, message):
+    t = ShardTable()
+    t.write(kb(["n", "f", "a"]), vb([2, 1.5, np.arange(3, dtype=np.int32)]))
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        t.update(kb(["new", key]), vb([1, delta]), "add")
+    n, f, a = t.read(kb(["n", "f", "a"])).to_list()
+    assert (n, f, a.tolist()) == (2, 1.5, [0, 1, 2]) and not t.contains(kb(["new"]))[0]
+    t.update(kb([key]), vb([delta]), "replace")  # replace stores the delta as given, like a write
+    assert np.asarray(t.read(kb([key])).to_list()[0]).dtype == np.asarray(delta).dtype
 
 
 def test_remove_contains_items_topk():

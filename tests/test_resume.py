@@ -1,0 +1,95 @@
+"""Checkpoints and resume on real ranks: a job killed mid-run (any role) and resumed ends with
+the model of a run without faults, also on a different number of servers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from paracel import JobFailed, launch
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUNDS, EVERY = 24, 4
+
+
+def config(out: Path, delay: float = 0.0, every: int | None = EVERY) -> dict:
+    return {"algorithm": "tests.checkpoint_jobs:Accumulate", "staleness": 0, "output": str(out),
+            "checkpoint_every": every, "params": {"rounds": ROUNDS, "delay": delay}}
+
+
+def final(out: Path) -> dict:
+    return json.loads((out / "final.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    launch(config(out, every=None), workers=2, servers=2, timeout=60)
+    return final(out)
+
+
+def rank_pids(out: Path) -> dict[int, int]:
+    """PMI rank -> pid of the running ranks of the job whose output folder is ``out``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(out / "config.json").encode() not in cmdline or b"paracel" not in cmdline:
+            continue
+        for item in environ:
+            if item.startswith(b"PMI_RANK="):
+                found[int(item[9:])] = int(proc.name)
+    return found
+
+
+@pytest.mark.parametrize("victim", [0, 2, 4], ids=["worker", "server", "clock"])
+def test_a_killed_rank_ends_the_job_and_a_resumed_run_ends_as_one_without_faults(tmp_path, reference, victim):
+    out = tmp_path / "out"
+    (tmp_path / "job.json").write_text(json.dumps(config(out, delay=0.05)))
+    # 2 workers (ranks 0, 1), 2 servers (2, 3), the clock (4)
+    job = subprocess.Popen([sys.executable, str(ROOT / "prun.py"), "-w", "2", "-p", "2", "-c", str(tmp_path / "job.json"),
+                            "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "checkpoints" / "clock-00000008" / "MANIFEST.json").exists():
+            assert job.poll() is None and time.monotonic() < deadline, job.stdout.read().decode()
+            time.sleep(0.02)
+        pids = rank_pids(out)
+        os.kill(pids[victim], signal.SIGKILL)
+        killed = time.monotonic()
+        job.wait(timeout=10)
+        assert time.monotonic() - killed < 10
+        assert job.returncode != 0
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+        job.stdout.close()
+    assert not rank_pids(out)
+    assert not (out / "final.json").exists()
+    launch(config(out), workers=2, servers=3, resume=out, timeout=60)  # another number of servers
+    assert final(out) == reference
+    assert final(out)["clock"] == ROUNDS
+
+
+def test_resume_needs_a_complete_checkpoint_and_the_same_workers(tmp_path, reference):
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match="no complete checkpoint"):
+        launch(config(out), workers=2, servers=1, resume=out, timeout=60)
+    launch(config(out), workers=2, servers=1, timeout=60)
+    assert final(out) == reference
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert saved == [f"clock-{ROUNDS - EVERY:08d}", f"clock-{ROUNDS:08d}"]  # the newest two are kept
+    with pytest.raises(JobFailed, match="resume it with 2 workers, not 3"):
+        launch(config(out), workers=3, servers=1, resume=out, timeout=60)
