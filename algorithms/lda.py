@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from mpi4py import MPI
@@ -124,6 +124,17 @@ class LDA(paralg):
         except re.error as exc:
             raise ValueError(f"params.token {token!r} is not a regular expression: {exc}") from None
         self.perplexity = float("nan")
+        self._saved: dict[str, Any] | None = None  # a checkpoint's state, in a resumed job
+        self._live: dict[str, Any] = {}  # what a checkpoint takes: sweep, z, n_dk, rng
+
+    def save_state(self) -> dict[str, Any]:
+        """The sweeps done, this worker's topic assignments and document-topic counts, and its
+        random generator."""
+        live = self._live
+        return {"sweep": live["sweep"], "z": live["z"], "n_dk": live["n_dk"], "rng": live["rng"].bit_generator.state}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._saved = state
 
     def solve(self) -> None:
         corpus = self._load_text() if self.format == "text" else self._load_docword()
@@ -138,18 +149,25 @@ class LDA(paralg):
         n_wk = np.zeros((len(words), self.k), np.int32)
         np.add.at(n_wk, (tok_word, z), 1)
         keys = np.append(words, TOTALS)
-        initial = np.vstack([n_wk, n_wk.sum(axis=0)]).astype(np.int32)
-        if self.get_worker_id() == 0:  # zero rows for every word: any word can be read later
-            absent = np.setdiff1d(np.arange(1, corpus.n_words + 1), words)
-            keys, initial = np.append(keys, absent), np.vstack([initial, np.zeros((len(absent), self.k), np.int32)])
-        self.paracel_bupdate_multi(keys, initial)  # "add" commutes: no write-then-add ordering needed
-        keys = np.append(words, TOTALS)
+        first = 0
+        if self._saved is not None:  # resumed: the servers hold the checkpoint's counts
+            first, z, n_dk = self._saved["sweep"], self._saved["z"], self._saved["n_dk"]
+            rng.bit_generator.state = self._saved["rng"]
+        else:
+            initial = np.vstack([n_wk, n_wk.sum(axis=0)]).astype(np.int32)
+            every = keys
+            if self.get_worker_id() == 0:  # zero rows for every word: any word can be read later
+                absent = np.setdiff1d(np.arange(1, corpus.n_words + 1), words)
+                every = np.append(keys, absent)
+                initial = np.vstack([initial, np.zeros((len(absent), self.k), np.int32)])
+            self.paracel_bupdate_multi(every, initial)  # "add" commutes: no write-then-add ordering needed
         self.sync()
+        self._live = {"sweep": first, "z": z, "n_dk": n_dk, "rng": rng}
 
         self.set_total_iters(self.sweeps)
         start, wbeta = time.perf_counter(), corpus.n_words * self.beta
         logged: SweepLog | None = None
-        for sweep in range(self.sweeps):
+        for sweep in range(first, self.sweeps):
             pulled = self.paracel_read_multi(keys, as_array=True)
             counts = pulled.copy()  # the word rows, then the totals
             loglik = lda_kernels.gibbs_sweep(doc_ptr, tok_word, z, n_dk, counts[:-1], counts[-1], self.alpha,
@@ -157,7 +175,8 @@ class LDA(paralg):
             delta = counts - pulled
             changed = delta.any(axis=1)
             self.paracel_bupdate_multi(keys[changed], delta[changed])
-            self.iter_commit()
+            self._live["sweep"] = sweep + 1
+            self.iter_commit()  # may checkpoint: this sweep is done
             if logged is not None:
                 logged.log(self)
             logged = SweepLog(self.worker_comm, sweep, loglik, len(tok_word), time.perf_counter() - start)
@@ -197,7 +216,7 @@ class LDA(paralg):
         totals = np.zeros((len(local_words), 2), np.int64)
         np.add.at(totals, (inverse, 0), all_counts)
         np.add.at(totals, (inverse, 1), 1)
-        if len(local_words):
+        if len(local_words) and self._saved is None:  # resumed: the servers hold the sums
             self.paracel_bupdate_multi([VOCAB + w for w in local_words.tolist()], totals)
         n_docs = int(self.allreduce(np.array([len(per_doc)]))[0])
         self.sync()

@@ -16,7 +16,7 @@ their deltas are mixed, not summed (see ``mixing_weights``).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -86,6 +86,17 @@ class MF(paralg):
         self.implicit, self.init_std, self.seed = implicit, init_std, seed
         self.history: list[dict[str, float | None]] = []
         self.test_rmse = float("nan")
+        self._saved: dict[str, Any] | None = None  # a checkpoint's state, in a resumed job
+        self._live: dict[str, Any] = {}  # what a checkpoint takes: round, U, rng, log
+
+    def save_state(self) -> dict[str, Any]:
+        """The rounds done, this worker's user rows, its random generator and its round log."""
+        log = self._live["log"]
+        return {"round": self._live["round"], "U": self._live["U"],
+                "rng": self._live["rng"].bit_generator.state, "log": log.table[:self._live["round"]]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._saved = state
 
     def solve(self) -> None:
         wid, nw, k = self.get_worker_id(), self.get_worker_size(), self.rank
@@ -98,10 +109,11 @@ class MF(paralg):
         all_users, all_items = self.union_ids(train.users), self.union_ids(train.items)
         # Every worker writes an interleaved share of the item rows (an item's key is its id),
         # so the table is whole before anyone pulls; the y vectors start at zero.
-        share = all_items[wid::nw]
-        initial = np.zeros((len(share), width))
-        initial[:, :k + 1] = mf_kernels.initial_rows(all_items, share, k, self.init_std, self.seed)
-        self.paracel_write_multi(share, initial)
+        if self._saved is None:  # resumed: the servers hold the checkpoint's item rows
+            share = all_items[wid::nw]
+            initial = np.zeros((len(share), width))
+            initial[:, :k + 1] = mf_kernels.initial_rows(all_items, share, k, self.init_std, self.seed)
+            self.paracel_write_multi(share, initial)
         # Local tables also hold test-only users and items, as zero rows nobody trains.
         my_users, my_items = train.id_maps(test)
         U = mf_kernels.initial_rows(all_users, my_users.ids, k, self.init_std, self.seed + 1)
@@ -115,9 +127,14 @@ class MF(paralg):
         self.set_total_iters(self.rounds)
         self.sync()
 
-        log = FitLog(self.rounds)
+        log, first = FitLog(self.rounds), 0
+        if self._saved is not None:
+            first, U = self._saved["round"], self._saved["U"]
+            rng.bit_generator.state = self._saved["rng"]
+            log.resume(self._saved["log"])
+        self._live = {"round": first, "U": U, "rng": rng, "log": log}
         start = time.perf_counter()
-        for rnd in range(self.rounds):
+        for rnd in range(first, self.rounds):
             lr, lr_implicit = (rate * self.decay ** rnd for rate in (self.learning_rate, self.learning_rate_implicit))
             V0 = self.paracel_read_rows(my_items.ids, width, on_server)
             V = V0.copy()
@@ -130,9 +147,10 @@ class MF(paralg):
             self.paracel_bupdate_multi(my_items.ids[trained], delta, fn="add")
             test_sse, _ = mf_kernels.squared_error(test_u, test_i, test.values,
                                                    *mf_kernels.fold_implicit(indptr, items, U, V), mu, lo, hi)
-            self.iter_commit()
             log.record(rnd, train_sse=sse, train_n=len(train), test_sse=test_sse, test_n=len(test),
                        seconds=time.perf_counter() - start)
+            self._live["round"] = rnd + 1
+            self.iter_commit()  # may checkpoint: this round is done
             log.log_round(self, rnd)
         self.history = log.log(self)
 

@@ -259,9 +259,14 @@ def restore(alg: "paralg", client: "ParamClient", saved: Checkpoint) -> None:
     table, routed by this job's ring (so the number of servers may differ), hand each worker
     its saved state (``load_state``) and continue the clocks from the checkpoint's.
 
-    Raises ``ParacelError`` if the checkpoint holds worker state and the number of workers
-    differs.
+    Raises ``ParacelError`` if the algorithm does not implement ``save_state`` (its progress
+    is not in the checkpoint), or if the checkpoint holds worker state and the number of
+    workers differs.
     """
+    from paracel.paralg import paralg
+    if type(alg).save_state is paralg.save_state:
+        raise ParacelError(f"{type(alg).__name__} cannot be resumed: it does not implement save_state() and "
+                           "load_state(), so its local state and progress are not in the checkpoint")
     workers, worker = alg.get_worker_size(), alg.get_worker_id()
     has_state = (saved.path / "worker-0.npz").exists()
     if has_state and saved.workers != workers:

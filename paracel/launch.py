@@ -155,10 +155,25 @@ def prepare(config: str | Path | dict[str, Any], staleness: Any = _KEEP, overrid
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{FAILURE_PREFIX}*.txt"):  # an earlier run's: they would blame this one
         stale.unlink()
+    if resume is not None:
+        keep_earlier_record(out)
     job.output = str(out)
     resolved = out / "config.json"
     resolved.write_text(job.to_json() + "\n", encoding="utf-8")
     return job, resolved
+
+
+def keep_earlier_record(out: Path) -> None:
+    """Before a resumed job writes its own, rename the earlier attempt's ``run.json`` and
+    ``metrics.jsonl`` in ``out`` to ``run.N.json`` and ``metrics.N.jsonl`` (N = 1, 2, ... the
+    first free), so every attempt's record is kept."""
+    n = 1
+    while (out / f"run.{n}.json").exists() or (out / f"metrics.{n}.jsonl").exists():
+        n += 1
+    for name, suffix in (("run", ".json"), ("metrics", ".jsonl")):
+        earlier = out / f"{name}{suffix}"
+        if earlier.exists():
+            earlier.rename(out / f"{name}.{n}{suffix}")
 
 
 @contextmanager
@@ -312,9 +327,13 @@ def main(argv: list[str] | None = None) -> int:
               + "".join(f"\nprun: {line}" for line in failed), file=sys.stderr)
     else:
         print(f"prun: done; output in {job.output}", flush=True)
-    if args.report:
-        from paracel.report import write_report
-        print(f"prun: report in {write_report([Path(job.output)])}", flush=True)
+    if args.report:  # a failed run's report shows how far it got
+        from paracel.report import ReportError, write_report
+        try:
+            print(f"prun: report in {write_report([Path(job.output)])}", flush=True)
+        except ReportError as exc:
+            print(f"prun: error: no report: {exc}", file=sys.stderr)
+            return done.returncode or 2
     return done.returncode
 
 

@@ -74,6 +74,14 @@ class RoundLog:
         self._peaks = np.flatnonzero(rule_of != "sum")
         self._pending: deque[tuple[int, list["MPI.Request"], np.ndarray, np.ndarray, Any]] = deque()
         self._combined: dict[int, Row] = {}
+        self._quiet = 0  # rounds before this one were logged before a checkpoint: not again
+
+    def resume(self, rows: np.ndarray) -> None:
+        """Continue from a checkpoint: ``rows`` are this worker's values of the rounds before it
+        (``table[:n]``, as saved). They are combined into the returned history at the end, but
+        not logged again (the run before the checkpoint logged them)."""
+        self.table[:len(rows)] = rows
+        self._quiet = len(rows)
 
     def record(self, step: int, **values: float) -> None:
         """This worker's values of round ``step`` (every name, nothing else)."""
@@ -123,7 +131,7 @@ class RoundLog:
             row = np.empty(len(self.rules))
             row[self._sums], row[self._peaks] = sums, peaks
             self._combined[step] = self.summarize(dict(zip(self.rules, (row * self._signs).tolist())))
-            if alg.get_worker_id() == 0:
+            if alg.get_worker_id() == 0 and step >= self._quiet:
                 alg.log_metrics(step, **self._combined[step])
 
 

@@ -260,8 +260,9 @@ class paralg:  # noqa: N801 - the name users know from Paracel
     def save_state(self) -> dict[str, Any] | None:
         """Override to checkpoint this worker's local state (e.g. its rows of a model, its
         random generator, its round): a dict of numpy arrays and plain data (numbers, str,
-        lists, dicts). None (the default): the algorithm keeps nothing between clocks but what
-        the servers hold."""
+        lists, dicts), or None if the algorithm keeps nothing between clocks but what the
+        servers hold (and continues from ``get_clock()``). An algorithm that does not override
+        it can be checkpointed but not resumed (``prun --resume`` refuses it)."""
         return None
 
     def load_state(self, state: dict[str, Any]) -> None:

@@ -16,11 +16,15 @@ class Accumulate(paralg):
     in float64 whatever the order, so two runs end with the same bits; worker 0 writes
     ``final.json`` (the table and every worker's total)."""
 
-    def __init__(self, rounds: int = 20, nkeys: int = 50, seed: int = 0, delay: float = 0.0):
+    def __init__(self, rounds: int = 20, nkeys: int = 50, seed: int = 0, delay: float = 0.0, stall_at: int = 0):
         self.rounds, self.nkeys, self.seed, self.delay = rounds, nkeys, seed, delay
+        self.stall_at = stall_at  # worker 0 hangs in its checkpoint of this clock (to be killed there)
         self.state: dict[str, Any] | None = None
 
     def save_state(self) -> dict[str, Any]:
+        if self.get_worker_id() == 0 and self.get_clock() == self.stall_at:
+            (self.output_dir / "stalled").touch()
+            time.sleep(120)
         return self.state
 
     def load_state(self, state: dict[str, Any]) -> None:

@@ -83,6 +83,31 @@ def test_a_killed_rank_ends_the_job_and_a_resumed_run_ends_as_one_without_faults
     assert final(out)["clock"] == ROUNDS
 
 
+def test_a_rank_killed_while_checkpointing_leaves_the_previous_checkpoint_to_resume(tmp_path, reference):
+    out = tmp_path / "out"
+    (tmp_path / "job.json").write_text(json.dumps({**config(out), "params": {"rounds": ROUNDS, "stall_at": 8}}))
+    job = subprocess.Popen([sys.executable, str(ROOT / "prun.py"), "-w", "2", "-p", "2", "-c", str(tmp_path / "job.json"),
+                            "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "stalled").exists():
+            assert job.poll() is None and time.monotonic() < deadline, job.stdout.read().decode()
+            time.sleep(0.02)
+        os.kill(rank_pids(out)[0], signal.SIGKILL)  # worker 0, inside its checkpoint of clock 8
+        job.wait(timeout=10)
+        assert job.returncode != 0
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+        job.stdout.close()
+    torn = out / "checkpoints" / "clock-00000008"
+    assert torn.is_dir() and not (torn / "MANIFEST.json").exists()
+    launch(config(out), workers=2, servers=1, resume=out, timeout=60)  # from clock 4, the newest whole one
+    assert final(out) == reference
+    assert json.loads((out / "config.json").read_text())["resume"].endswith("clock-00000004")
+
+
 def test_resume_needs_a_complete_checkpoint_and_the_same_workers(tmp_path, reference):
     out = tmp_path / "out"
     with pytest.raises(Exception, match="no complete checkpoint"):
@@ -93,3 +118,43 @@ def test_resume_needs_a_complete_checkpoint_and_the_same_workers(tmp_path, refer
     assert saved == [f"clock-{ROUNDS - EVERY:08d}", f"clock-{ROUNDS:08d}"]  # the newest two are kept
     with pytest.raises(JobFailed, match="resume it with 2 workers, not 3"):
         launch(config(out), workers=3, servers=1, resume=out, timeout=60)
+
+
+SHARED = ROOT.parent / "shared" / "data"
+SHIPPED = {  # config, its data, a short run, and the files of its final model
+    "mf": ([f"params.train={SHARED / 'movielens-100k' / 'u1.base'}", f"params.test={SHARED / 'movielens-100k' / 'u1.test'}",
+            "params.rounds=10"], ["item_factors_0.txt", "item_implicit_0.txt", "user_factors_0.txt", "summary.tsv"]),
+    "lda": ([f"params.input={SHARED / 'uci-bow-kos' / 'docword.kos.txt'}", "params.sweeps=10", "params.infer_sweeps=4"],
+            ["topics.txt", "doc_topics_0.txt", "summary.tsv"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_shipped_algorithm_resumed_mid_way_ends_bit_for_bit_as_without_faults(tmp_path, name):
+    """MF (user rows, generator, round log) and LDA (topic assignments, document counts,
+    generator) save their local state: at staleness 0 on one worker, a run resumed from its
+    checkpoint of clock 8 of 10 writes exactly the model of a run without checkpoints."""
+    overrides, model = SHIPPED[name]
+    shipped = ROOT / "configs" / f"{name}.json"
+    whole = launch(shipped, workers=1, servers=2, staleness=0, overrides=overrides, output=tmp_path / "whole",
+                   timeout=120).output_dir
+    out = launch(shipped, workers=1, servers=2, staleness=0, overrides=[*overrides, "checkpoint_every=4"],
+                 output=tmp_path / "cut", timeout=120).output_dir
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["clock-00000004", "clock-00000008"]
+    for name_ in model:  # as if the job had died after its checkpoint of clock 8
+        (out / name_).unlink()
+    launch(shipped, workers=1, servers=3, staleness=0, overrides=overrides, resume=out, timeout=120)
+    for name_ in model:
+        assert (out / name_).read_text() == (whole / name_).read_text(), name_
+    assert (out / "run.1.json").exists() and (out / "metrics.1.jsonl").exists()  # the first attempt's record
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["event"] == "metrics"]
+    assert min(logged) == 8  # the resumed run logs only its own rounds
+
+
+def test_an_algorithm_without_save_state_is_not_resumed(tmp_path):
+    out = tmp_path / "out"
+    lr = ROOT / "configs" / "lr.json"  # the bundled a9a
+    launch(lr, workers=2, servers=1, overrides=["checkpoint_every=2"], output=out, timeout=60)
+    with pytest.raises(JobFailed, match="LogisticRegression cannot be resumed: it does not implement save_state"):
+        launch(lr, workers=2, servers=1, resume=out, timeout=60)
