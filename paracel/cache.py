@@ -39,26 +39,25 @@ class ReadCache:
         """The slot of every key (``block << ROW_BITS | row``; -1 where not cached)."""
         return self.table.lookup(keys)
 
-    def fresh(self, slots: np.ndarray, since: int) -> np.ndarray:
-        """Bool mask: which slots hold a value stamped at clock ``since`` or later."""
-        present = slots >= 0
+    def stamps_at(self, slots: np.ndarray) -> np.ndarray:
+        """The stamp of every slot: the clock its value is fresh from (``STALE`` where not cached)."""
         bids = slots >> ROW_BITS  # -1 where absent
         top = int(bids.max()) if len(bids) else -1
         if top < 0:
-            return present
-        if ((bids == top) | ~present).all():  # one block: one gather of stamps
-            stamps = np.take(self.stamps[top], slots & ROW_MASK, mode="clip")
-            return present & (stamps >= since)
-        out = present.copy()
+            return np.full(len(slots), STALE, dtype=np.int64)
+        if int(bids.min()) == top:  # the usual hit: every slot in one block, one gather
+            return np.take(self.stamps[top], slots & ROW_MASK)
+        present = slots >= 0
+        stamps = np.full(len(slots), STALE, dtype=np.int64)
         for bid in np.unique(bids[present]).tolist():
             at = np.flatnonzero(bids == bid)
-            out[at] = self.stamps[bid][slots[at] & ROW_MASK] >= since
-        return out
+            stamps[at] = self.stamps[bid][slots[at] & ROW_MASK]
+        return stamps
 
     def values(self, slots: np.ndarray) -> ValueBatch:
         """Copies of the values at ``slots`` (all cached), in that order."""
         bids = slots >> ROW_BITS
-        if len(slots) and (bids == bids[0]).all():
+        if len(slots) and int(bids.min()) == int(bids.max()):
             block = self.table.blocks[int(bids[0])]
             return ValueBatch(dense=np.take(block.data, slots & ROW_MASK, axis=0), py=block.py)
         return ValueBatch(ragged=[(self.table.blocks[s >> ROW_BITS].data[s & ROW_MASK].copy(),

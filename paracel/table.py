@@ -205,14 +205,18 @@ class ShardTable:
             slots = self.lookup(keys)
             blocks = sorted({*blocks, bid})
         ufunc = BUILTIN_UFUNCS[fn_name]
+        every = len(blocks) == 1 and not len(missing)  # the usual case: no mask, no copy of the deltas
         for bid in blocks:
             chosen = apply & ((slots >> ROW_BITS) == bid) if len(blocks) > 1 else apply
             data = self.blocks[bid].data  # only now: placing new keys may have grown the block
-            rows = slots[chosen] & ROW_MASK
-            d = deltas.dense[chosen]
-            if _distinct(rows, len(data)):
+            rows = (slots if every else slots[chosen]) & ROW_MASK
+            d = deltas.dense if every else deltas.dense[chosen]
+            run = _run(rows)
+            if isinstance(run, slice):  # one increasing run of rows: in place, no gather
+                ufunc(data[run], d, out=data[run], casting="same_kind")
+            elif _distinct(rows, len(data)):
                 current = np.take(data, rows, axis=0)
-                data[_run(rows)] = ufunc(current, d, out=current, casting="same_kind")
+                data[rows] = ufunc(current, d, out=current, casting="same_kind")
             else:
                 ufunc.at(data, rows, d.astype(data.dtype, casting="same_kind", copy=False))
 

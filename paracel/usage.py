@@ -1,7 +1,8 @@
 """Where a worker's time and bytes go, counted by its ``ParamClient`` and sent to the clock rank.
 
-Every request a worker sends passes through ``ParamClient.call``; around it the client calls
-``start_call`` / ``sent`` / ``received`` / ``end_call``. Time inside a call to the clock rank
+Every request a worker sends passes through ``ParamClient._exchange``; around it the client
+calls ``start_call`` / ``sent`` / ``received`` / ``end_call``, and every read, served by the
+cache too, reports the staleness it saw with ``read``. Time inside a call to the clock rank
 (tick, sync) is *waiting* — on the staleness bound or a barrier —, time inside a call to the
 servers is *communicating*, and the time between calls is *computing* (the algorithm's own
 work, its data loading and its collectives among the workers). The three add up to the
@@ -32,13 +33,12 @@ class Usage:
 
     ``compute``, ``wait``, ``comm``: seconds computing, waiting on the clock rank, and
     communicating with the servers; ``load[s]``: requests, keys, bytes sent and received for
-    server ``s``; ``staleness``: how many reads went to the servers at each lag (the worker's
-    clock minus the slowest clock it knows of — how stale a read could be under SSP).
+    server ``s``; ``staleness``: how many reads saw each lag, cache hits included — the
+    worker's clock minus the clock its stalest value was fresh from (the slowest clock the worker
+    knew of when it pulled that value: the value holds every update stamped before it).
     """
 
     def __init__(self, client: "ParamClient") -> None:
-        from paracel.protocol import Pull  # here: paracel.protocol starts MPI, and reports import this module
-        self._read = Pull
         self.client = client
         self.started = self._mark = time.perf_counter()
         self.compute = self.wait = self.comm = 0.0
@@ -47,16 +47,17 @@ class Usage:
         self.staleness: Counter[int] = Counter()
         self.host, self.pid = socket.gethostname(), os.getpid()
 
+    def read(self, lag: int) -> None:
+        """A read saw values at most ``lag`` clocks stale."""
+        self.staleness[lag] += 1
+
     def start_call(self, calls: Sequence[tuple[int, "Request"]]) -> float:
-        """A call begins now: ends a stretch of computing, counts a read's staleness and stamps
-        requests to the clock rank with the usage so far. Returns the start time."""
+        """A call begins now: ends a stretch of computing and stamps requests to the clock rank
+        with the usage so far. Returns the start time."""
         now = time.perf_counter()
         self.compute += now - self._mark
         self._mark = now
-        client = self.client
-        if calls and isinstance(calls[0][1], self._read):
-            self.staleness[client.clock - client.known_min] += 1
-        clock_rank = client.layout.clock_rank
+        clock_rank = self.client.layout.clock_rank
         for rank, request in calls:
             if rank == clock_rank:
                 request.usage = self.snapshot()

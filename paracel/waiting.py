@@ -49,14 +49,14 @@ class Backoff:
 
 
 def probe(comm: MPI.Comm, source: int, tag: int, status: MPI.Status, timeout: float | None = None,
-          describe: Callable[[], str] = lambda: "no reply arrived") -> None:
+          describe: Callable[[], str] = lambda: "no reply arrived", backoff: Backoff | None = None) -> None:
     """Wait until a message from ``source`` with ``tag`` can be received; fills ``status``.
 
     Raises ``RequestTimeout`` with ``describe()`` (e.g. "server rank 3 did not answer update")
-    if none can after ``timeout`` seconds (None: wait for ever).
+    if none can after ``timeout`` seconds (None: wait for ever). ``backoff``: as in ``wait_until``.
     """
     if not comm.Iprobe(source, tag, status):
-        wait_until(lambda: comm.Iprobe(source, tag, status), timeout, describe)
+        wait_until(lambda: comm.Iprobe(source, tag, status), timeout, describe, backoff)
 
 
 def wait_until(ready: Callable[[], bool], timeout: float | None = None,

@@ -8,13 +8,15 @@ header. What the header and buffers mean is ``paracel.protocol``'s business.
 """
 from __future__ import annotations
 
+import ctypes
+import os
 from typing import Any, Callable, Sequence
 
 import msgpack
 import numpy as np
 from mpi4py import MPI
 
-from paracel.errors import MessageError, RequestTimeout
+from paracel.errors import MessageError
 from paracel.waiting import BUSY, Backoff, wait_until
 
 TAG_REQUEST = 11
@@ -23,6 +25,9 @@ TAG_DATA = 13
 
 #: The header field that frames the payload: the size in bytes of every buffer, empty ones too.
 PAYLOAD_SIZES = "nb"
+#: MPICH's setting for CMA single copy between the ranks of a node (the receiver reads the
+#: sender's memory), and the library that holds it.
+CMA_CVAR, MPICH_LIBRARY = b"MPIR_CVAR_CH4_CMA_ENABLE", "libmpi.so.12"
 
 Header = dict[str, Any]
 #: ``landing(i, received)``: where payload buffer ``i`` should land, or None for anywhere.
@@ -33,6 +38,36 @@ def _as_bytes(buf: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(buf).reshape(-1).view(np.uint8)
 
 
+def receiver_driven(comm: MPI.Comm) -> bool:
+    """Whether a large message between two ranks of ``comm`` moves on its receiver's MPI calls
+    alone, so that its sender may compute while it is in flight without holding the receiver up.
+
+    True with every rank on this node (hydra's ``MPI_LOCALNRANKS``) under MPICH with CMA single
+    copy on: its CVAR, read through the MPI tool interface (MPICH turns it off where ptrace is
+    not allowed, a user with ``MPIR_CVAR_CH4_CMA_ENABLE=0``). Without it a large message moves
+    only while its sender calls MPI. False wherever this cannot be told (another MPI, several nodes).
+    """
+    if os.environ.get("MPI_LOCALNRANKS") != str(comm.Get_size()) or not MPI.Get_library_version().startswith("MPICH"):
+        return False
+    try:
+        lib = ctypes.CDLL(MPICH_LIBRARY, mode=os.RTLD_NOLOAD)  # the one mpi4py loaded
+    except OSError:
+        return False
+    provided, index, count, value = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    handle = ctypes.c_void_p()
+    if lib.MPI_T_init_thread(0, ctypes.byref(provided)) != 0:
+        return False
+    try:
+        if (lib.MPI_T_cvar_get_index(CMA_CVAR, ctypes.byref(index)) != 0
+                or lib.MPI_T_cvar_handle_alloc(index, None, ctypes.byref(handle), ctypes.byref(count)) != 0):
+            return False
+        read = lib.MPI_T_cvar_read(handle, ctypes.byref(value))
+        lib.MPI_T_cvar_handle_free(ctypes.byref(handle))
+        return read == 0 and value.value == 1
+    finally:
+        lib.MPI_T_finalize()
+
+
 def frame(header: Header, buffers: Sequence[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
     """The packed header (listing the payload sizes) and the non-empty payload buffers as bytes."""
     payload = [_as_bytes(b) for b in buffers]
@@ -40,39 +75,61 @@ def frame(header: Header, buffers: Sequence[np.ndarray]) -> tuple[bytes, list[np
     return msgpack.packb(header), [b for b in payload if b.nbytes]
 
 
-def send(comm: MPI.Comm, dest: int, tag: int, header: Header, buffers: Sequence[np.ndarray] = (),
-         timeout: float | None = None, describe: Callable[[], str] = lambda: "no one received a message") -> None:
-    """Send a header and its payload buffers to ``dest``; returns once the buffers are free.
+class Sends:
+    """The messages a rank sent without blocking whose buffers MPI may still read.
 
-    Waits without spinning a core (a large message is not taken before ``dest`` receives it),
-    and raises ``RequestTimeout`` with ``describe()`` if ``dest`` has not taken it after
-    ``timeout`` seconds (None: wait for ever).
+    A worker posts every request this way and goes on; the sends move on whenever the rank calls
+    MPI again (and, between ranks of a node under CMA, on the receiver's calls alone: see
+    ``receiver_driven``), and ``wait`` completes them.
     """
-    if _ABANDONED:
-        _ABANDONED[:] = [s for s in _ABANDONED if not s.done()]
-    sending = PendingSend(comm, dest, tag, header, buffers)
-    if sending.done():
-        return
-    try:  # yield only, at first: a large message moves only while this rank calls MPI
-        wait_until(sending.done, timeout, describe, Backoff(spin=BUSY))
-    except RequestTimeout:
-        _ABANDONED.append(sending)  # MPI may still read its buffers: keep them (the job is failing)
-        raise
 
+    def __init__(self) -> None:
+        self._pending: list[PendingSend] = []
 
-_ABANDONED: list[PendingSend] = []
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def post(self, comm: MPI.Comm, dest: int, tag: int, header: Header,
+             buffers: Sequence[np.ndarray] = ()) -> PendingSend:
+        """Send a header and its payload buffers to ``dest`` without waiting; the buffers must
+        stay unchanged until the send is done (``PendingSend.done``)."""
+        sending = PendingSend(comm, dest, tag, header, buffers)
+        if not sending.done():
+            self._pending.append(sending)
+        return sending
+
+    def nbytes(self) -> int:
+        """The bytes of the sends not known to be done."""
+        return sum(s.nbytes for s in self._pending)
+
+    def progress(self) -> None:
+        """Forget the sends that are done."""
+        if self._pending:
+            self._pending = [s for s in self._pending if not s.done()]
+
+    def wait(self, timeout: float | None = None,
+             describe: Callable[[], str] = lambda: "no one received a message") -> None:
+        """Return once every send is done, waiting without spinning a core (a large message
+        moves only while this rank calls MPI, so it first only yields the core). Raises
+        ``RequestTimeout`` with ``describe()`` if some are still pending after ``timeout`` seconds."""
+        def done() -> bool:
+            self.progress()
+            return not self._pending
+        wait_until(done, timeout, describe, Backoff(spin=BUSY))
 
 
 class PendingSend:
     """A message sent without blocking; holds its buffers until MPI is done with them.
 
-    Servers and the clock reply this way: a rank that blocked in a send to a worker that is
-    itself blocked sending to another server could close a cycle and deadlock the job.
+    Every rank sends this way: a rank that blocked in a send to a worker that is itself blocked
+    sending to another server could close a cycle and deadlock the job. ``nbytes``: the bytes it
+    moves (header and payload).
     """
 
     def __init__(self, comm: MPI.Comm, dest: int, tag: int, header: Header,
                  buffers: Sequence[np.ndarray] = ()) -> None:
         self._header, self._payload = frame(header, buffers)
+        self.nbytes = len(self._header) + sum(b.nbytes for b in self._payload)
         self._requests = [comm.Isend([self._header, MPI.BYTE], dest, tag)]
         self._requests += [comm.Isend([b, MPI.BYTE], dest, TAG_DATA) for b in self._payload]
 

@@ -5,13 +5,18 @@ import json
 
 import numpy as np
 
+from mpi4py import MPI
+
 from paracel import launch
 from paracel.batch import KeyBatch, ValueBatch
 from paracel.cache import COMPACT_FROM, ReadCache
+from paracel.client import ParamClient
+from paracel.layout import Layout
+from paracel.usage import Usage
 
 
 def cached(cache: ReadCache, keys, since: int) -> np.ndarray:
-    return cache.fresh(cache.slots(KeyBatch.of(keys)), since)
+    return cache.stamps_at(cache.slots(KeyBatch.of(keys))) >= since
 
 
 def test_store_serves_copies_in_key_order():
@@ -80,3 +85,37 @@ def test_partial_hits_pull_only_the_missing_keys(tmp_path):
         steps = json.loads((out / f"cache_{w}.json").read_text())
         assert [s["misses"] for s in steps] == [50, 50, 0, 10, 2, 0], (w, steps)
         assert all(s["correct"] for s in steps), (w, steps)
+
+
+def test_reads_count_the_staleness_they_saw_cache_hits_too(monkeypatch):
+    """A read counts its lag: the reader's clock minus the clock its stalest value is fresh from
+    (a cached value's stamp; for a pulled one the slowest clock known when it was pulled)."""
+    client = ParamClient(MPI.COMM_SELF, Layout(1, 1), staleness=2)
+    client.usage = Usage(client)
+    rows = np.arange(30.0).reshape(15, 2)
+    pulled = []
+
+    def pull(batch: KeyBatch) -> ValueBatch:  # the servers, without MPI
+        pulled.append(batch.ints.tolist())
+        return ValueBatch(dense=rows[batch.ints])
+    monkeypatch.setattr(client, "_pull", pull)
+
+    def read(keys, clock: int, known_min: int) -> None:
+        client.clock, client.known_min = clock, known_min
+        np.testing.assert_array_equal(client.read(keys, as_array=True), rows[keys])
+
+    read(np.arange(10), 3, 3)  # pulled, every worker at clock 3: lag 0
+    read(np.arange(10), 5, 4)  # all cached, fresh from clock 3: lag 2
+    read(np.arange(15), 5, 4)  # a partial hit: 10 from clock 3, 5 pulled (fresh from 4): lag 2
+    read(np.arange(10, 15), 6, 5)  # cached from clock 4 (6 - 2 = 4: fresh enough): lag 2
+    read(np.arange(5), 6, 5)  # cached from clock 3, too stale: pulled, fresh from 5: lag 1
+    assert len(client.read([])) == 0  # an empty read saw nothing
+    assert pulled == [list(range(10)), list(range(10, 15)), list(range(5))]
+    assert client.usage.staleness == {0: 1, 2: 3, 1: 1}
+    assert (client.cache_hits, client.cache_misses) == (10 + 10 + 5, 10 + 5 + 5)
+    uncached = ParamClient(MPI.COMM_SELF, Layout(1, 1), staleness=None)
+    uncached.usage = Usage(uncached)
+    monkeypatch.setattr(uncached, "_pull", pull)
+    uncached.clock, uncached.known_min = 7, 2
+    uncached.read(np.arange(3))
+    assert uncached.usage.staleness == {5: 1}

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mpi4py import MPI
 
 from paracel.batch import BATCH_FIELDS, COUNT, INT_KEYS, STR_KEYS, KeyBatch, ValueBatch
 from paracel.errors import MessageError
 from paracel.protocol import PROTOCOL_FIELDS, Contains, Done, Flush, Items, Pull, Push, Remove, Reply, TopK, Update
 from paracel.server import ServerState
-from paracel.wire import PAYLOAD_SIZES, frame, unpack_header
+from paracel.wire import PAYLOAD_SIZES, Receiver, Sends, frame, receiver_driven, unpack_header
+from tests.mpirun import run_ranks
 
 
 def roundtrip_keys(keys):
@@ -229,3 +231,29 @@ def test_damaged_requests_get_error_replies_and_the_server_goes_on(request_, dat
     _serve(server, header, buffers)
     _serve(server, *Push(KeyBatch.of(["after"]), ValueBatch.of([2.0], 1)).encode())
     assert server.table.read(KeyBatch.of(["after"])).to_list() == [2.0]
+
+
+def test_sends_are_kept_until_mpi_is_done_with_them():
+    sends = Sends()
+    big = np.arange(200_000.0)  # too large for MPI to take before it is received
+    sending = sends.post(MPI.COMM_SELF, 0, 55, {"k": 1}, [big])
+    assert len(sends) == 1 and not sending.done()
+    assert sends.nbytes() == sending.nbytes == len(msgpack.packb({"k": 1, PAYLOAD_SIZES: [big.nbytes]})) + big.nbytes
+    receiver, status = Receiver(MPI.COMM_SELF), MPI.Status()
+    assert MPI.COMM_SELF.Iprobe(0, 55, status)
+    header = receiver.header(status)
+    np.testing.assert_array_equal(receiver.payload(0, header, reuse=True)[0].view(np.float64), big)
+    sends.wait(5)
+    assert len(sends) == 0 and sends.nbytes() == 0
+
+
+def test_sends_wait_for_their_sender_without_cma_or_on_several_nodes():
+    """Without CMA single copy, or with ranks on several nodes, a large message needs its sender's
+    calls: ``receiver_driven`` says so (batched updates then return once the server took them)."""
+    check = "from mpi4py import MPI; from paracel.wire import receiver_driven; print(receiver_driven(MPI.COMM_WORLD))"
+    cma_off = run_ranks(1, ["-c", check], timeout=60, env={"MPIR_CVAR_CH4_CMA_ENABLE": "0"})
+    several_nodes = run_ranks(2, ["-c", "import os; os.environ['MPI_LOCALNRANKS'] = '1'; " + check], timeout=60)
+    for done, nranks in [(cma_off, 1), (several_nodes, 2)]:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["False"] * nranks
+    assert not receiver_driven(MPI.COMM_SELF)  # not started by hydra: cannot be told
