@@ -10,7 +10,6 @@ count n_x, and above n_x + epsilon * N with probability at most delta (N: the st
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -65,8 +64,7 @@ class CountMin(StreamJob):
         try:
             return position, int(fields[self.field])
         except (ValueError, IndexError):
-            raise ValueError(f"{self.stream.input}: stream line {position + 1}: no int in field {self.field}: "
-                             f"{line[:60]!r}") from None
+            raise ValueError(f"no int in field {self.field}") from None
 
     def partition_key(self, record: tuple[int, int]) -> int:
         return record[0]

@@ -10,15 +10,14 @@ job starts from a batch model written by ``paracel.algorithms.mf:MF`` (``seed_mo
 """
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from paracel.metrics import rmse, write_summary
-from paracel.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
-from paracel.streaming import ParamAccess, StreamJob, StreamSettings, WorkerLogic
+from paracel.params import InputPath, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
+from paracel.streaming import GatherLogic, ParamAccess, StreamJob, StreamSettings
 
 
 class Rating(NamedTuple):
@@ -48,24 +47,23 @@ def read_rows(path: Path) -> dict[int, np.ndarray]:
     return rows
 
 
-class MFLogic(WorkerLogic):
+class MFLogic(GatherLogic):
     """One worker's users and its prequential record."""
 
     def __init__(self, job: "OnlineMF", users: dict[int, np.ndarray], mean: float | None) -> None:
+        super().__init__()
         self.job = job
         self.users = users
         self.fixed_mean = mean
         self.total, self.count = 0.0, 0
         self.lo, self.hi = np.inf, -np.inf
-        self.waiting: defaultdict[int, deque[Rating]] = defaultdict(deque)
         self.seen: list[tuple[int, float, float]] = []  # (position, rating, prediction)
 
-    def on_recv(self, data: Rating, ps: ParamAccess) -> None:
-        self.waiting[data.item].append(data)
-        ps.pull(data.item)
+    def keys_of(self, record: Rating) -> list[int]:
+        return [record.item]
 
-    def on_pull_recv(self, key: Any, value: np.ndarray, ps: ParamAccess) -> None:
-        r = self.waiting[key].popleft()
+    def on_values(self, r: Rating, values: list[np.ndarray], ps: ParamAccess) -> None:
+        (value,) = values
         job, k = self.job, self.job.rank
         u = self.users.get(r.user)
         if u is None:
@@ -81,7 +79,7 @@ class MFLogic(WorkerLogic):
         delta[k] = lr * (e - job.reg_bias * value[k])
         u[:k] += lr * (e * value[:k] - job.reg * u[:k])
         u[k] += lr * (e - job.reg_bias * u[k])
-        ps.push(key, delta)
+        ps.push(r.item, delta)
 
 
 class OnlineMF(StreamJob):
@@ -99,10 +97,12 @@ class OnlineMF(StreamJob):
 
     def __init__(self, stream: StreamSettings, rank: PositiveInt = 10, learning_rate: PositiveFloat = 0.04,
                  reg: NonNegativeFloat = 0.05, reg_bias: NonNegativeFloat = 0.01, init_std: NonNegativeFloat = 0.1,
-                 seed: NonNegativeInt = 0, tail: UnitInterval = 0.2, seed_model: str | None = None) -> None:
+                 seed: NonNegativeInt = 0, tail: UnitInterval = 0.2, seed_model: InputPath | None = None) -> None:
         super().__init__(stream)
         self.rank, self.learning_rate, self.reg, self.reg_bias = rank, learning_rate, reg, reg_bias
         self.init_std, self.seed, self.tail, self.seed_model = init_std, seed, tail, seed_model
+        self.users: dict[int, np.ndarray] = {}  # this worker's users' rows at the start (seeded)
+        self.mean: float | None = None  # a seed model's global mean (None: the running mean)
         self.summary: dict[str, float] = {}
 
     def parse(self, line: str, position: int) -> Rating | None:
@@ -112,8 +112,7 @@ class OnlineMF(StreamJob):
         try:
             return Rating(position, int(fields[0]), int(fields[1]), float(fields[2]))
         except (ValueError, IndexError):
-            raise ValueError(f"{self.stream.input}: stream line {position + 1}: not 'user item rating [time]': "
-                             f"{line[:60]!r}") from None
+            raise ValueError("not 'user item rating [time]'") from None
 
     def partition_key(self, record: Rating) -> int:
         return record.user
@@ -134,16 +133,17 @@ class OnlineMF(StreamJob):
         return rows
 
     def before_stream(self) -> None:
-        self.users: dict[int, np.ndarray] = {}
-        self.mean: float | None = None
         if self.seed_model is None:
             return
+        if any(Path(self.seed_model).glob("item_implicit_*.txt")):
+            raise ValueError(f"seed_model {self.seed_model!r}: trained with implicit feedback (SVD++), which "
+                             f"online MF does not model: train it with implicit=false")
         wid, nw = self.get_worker_id(), self.get_worker_size()
         items = self._seed_rows("item_factors")
         keys = sorted(items)[wid::nw]
         if keys:
             self.paracel_write_multi(np.array(keys), np.stack([items[key] for key in keys]))
-        self.users = {u: row for u, row in self._seed_rows("user_factors").items() if u % nw == wid}
+        self.users = {u: row for u, row in self._seed_rows("user_factors").items() if self.owns(u)}
         summary = Path(self.seed_model) / "summary.tsv"
         values = dict(line.split("\t") for line in summary.read_text().splitlines())
         self.mean = float(values["global_mean"])

@@ -9,13 +9,13 @@ After one pass the model is evaluated on a test file.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from paracel.metrics import write_summary
 from paracel.params import InputPath, PositiveFloat, PositiveInt
-from paracel.streaming import ParamAccess, StreamJob, StreamSettings, WorkerLogic
+from paracel.streaming import GatherLogic, ParamAccess, StreamJob, StreamSettings
 
 
 class Example(NamedTuple):
@@ -25,48 +25,29 @@ class Example(NamedTuple):
     value: np.ndarray
 
 
-class Waiting:
-    """A record whose blocks are being pulled."""
-
-    def __init__(self, example: Example, blocks: np.ndarray) -> None:
-        self.example, self.blocks = example, blocks
-        self.values: dict[int, np.ndarray] = {}
-
-
-class PALogic(WorkerLogic):
-    """PA-I steps; keeps no model of its own."""
+class PALogic(GatherLogic):
+    """PA-I steps on the weight blocks a record touches; keeps no model of its own."""
 
     def __init__(self, job: "PassiveAggressive") -> None:
+        super().__init__()
         self.job = job
-        self.waiting: dict[int, list[Waiting]] = {}  # block -> records waiting for it, in order
         self.mistakes = 0
 
-    def on_recv(self, data: Example, ps: ParamAccess) -> None:
-        record = Waiting(data, np.unique(data.index // self.job.block))
-        for block in record.blocks.tolist():
-            self.waiting.setdefault(block, []).append(record)
-            ps.pull(block)
+    def keys_of(self, record: Example) -> list[int]:
+        return np.unique(record.index // self.job.block).tolist()
 
-    def on_pull_recv(self, key: Any, value: np.ndarray, ps: ParamAccess) -> None:
-        record = self.waiting[key].pop(0)
-        record.values[key] = value
-        if len(record.values) == len(record.blocks):
-            self._step(record, ps)
-
-    def _step(self, record: Waiting, ps: ParamAccess) -> None:
-        ex, size = record.example, self.job.block
-        weights = np.array([record.values[b][i] for b, i in zip((ex.index // size).tolist(), (ex.index % size).tolist())])
-        margin = ex.label * float(weights @ ex.value)
+    def on_values(self, record: Example, values: list[np.ndarray], ps: ParamAccess) -> None:
+        blocks, row = np.unique(record.index // self.job.block, return_inverse=True)
+        column, rows = record.index % self.job.block, np.stack(values)
+        margin = record.label * float(rows[row, column] @ record.value)
         self.mistakes += margin <= 0
         loss = max(0.0, 1.0 - margin)
         if loss == 0.0:
             return
-        tau = min(self.job.C, loss / float(ex.value @ ex.value))
-        step = tau * ex.label * ex.value
-        for block in record.blocks.tolist():
-            delta = np.zeros(size)
-            inside = ex.index // size == block
-            np.add.at(delta, ex.index[inside] % size, step[inside])
+        tau = min(self.job.C, loss / float(record.value @ record.value))
+        deltas = np.zeros_like(rows)
+        np.add.at(deltas, (row, column), tau * record.label * record.value)
+        for block, delta in zip(blocks.tolist(), deltas):
             ps.push(block, delta)
 
 
@@ -88,17 +69,16 @@ class PassiveAggressive(StreamJob):
         fields = line.split()
         if not fields:
             return None
-        where = f"{self.stream.input}: stream line {position + 1}"
         try:
             label = float(fields[0])
             pairs = [field.split(":") for field in fields[1:]]
             index = np.array([int(i) - 1 for i, _ in pairs] + [self.n_features], dtype=np.int64)
             value = np.array([float(v) for _, v in pairs] + [1.0])
         except ValueError:
-            raise ValueError(f"{where}: not a LIBSVM line: {line[:60]!r}") from None
+            raise ValueError("not a LIBSVM line") from None
         if label not in (-1.0, 0.0, 1.0) or (len(index) > 1 and not 0 <= index[:-1].min() <= index[:-1].max()
                                                < self.n_features):
-            raise ValueError(f"{where}: label must be -1/0/+1 and indices 1..{self.n_features}: {line[:60]!r}")
+            raise ValueError(f"label must be -1/0/+1 and indices 1..{self.n_features}")
         return Example(position, 1.0 if label > 0 else -1.0, index, value)
 
     def partition_key(self, record: Example) -> int:

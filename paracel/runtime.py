@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -53,6 +54,8 @@ def run_rank(config: JobConfig, nservers: int) -> None:
         layout = Layout.from_world(world.Get_size(), nservers)
         role = layout.role(rank)
         workers = world.Split(0 if role == "worker" else MPI.UNDEFINED, rank)
+        if role != "worker":
+            outlast_stop_signals()
         if role == "worker":
             run_worker(world, workers, layout, config)
         elif role == "server":
@@ -68,6 +71,16 @@ def run_rank(config: JobConfig, nservers: int) -> None:
         sys.stderr.write(report)
         sys.stderr.flush()
         world.Abort(1)
+
+
+def outlast_stop_signals() -> None:
+    """Servers and the clock rank ignore SIGTERM and SIGINT, which ``mpiexec`` forwards to every
+    rank: the workers decide how a job ends on them (a batch worker dies and the job is torn
+    down; a streaming worker ends its stream and still needs the servers to drain it). They die
+    with their launcher by SIGKILL instead, as a SIGTERM would now be ignored."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    die_with_parent(signal.SIGKILL)
 
 
 def save_failure(output_dir: Path, rank: int, report: str) -> None:

@@ -16,8 +16,13 @@ class LocalParams:
     def pull(self, key: Any) -> None:
         self.asked.append(key)
 
+    def value(self, key: Any) -> Any:
+        if key not in self.table:
+            self.table[key] = self.job.param_init(key)
+        return self.table[key]
+
     def push(self, key: Any, delta: Any) -> None:
-        self.table[key] = self.table.get(key, self.job.param_init(key)) + delta
+        self.table[key] = self.value(key) + delta
 
     def output(self, item: Any) -> None:
         self.outputs.append(item)
@@ -25,7 +30,7 @@ class LocalParams:
     def answer(self, logic: Any) -> None:
         while self.asked:
             key = self.asked.pop(0)
-            logic.on_pull_recv(key, np.copy(self.table.get(key, self.job.param_init(key))), self)
+            logic.on_pull_recv(key, np.copy(self.value(key)), self)
 
 
 def run_locally(job: Any, logic: Any, lines: Iterable[str]) -> LocalParams:

@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, fields
-from typing import IO, Annotated, Any, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Annotated, Any, Mapping, get_type_hints
 
 import numpy as np
 
 from paracel.batch import Key
 from paracel.paralg import paralg
-from paracel.params import Constraint
-from paracel.streaming.sources import open_source
+from paracel.params import Constraint, Mismatch, NonNegativeInt, PositiveFloat, PositiveInt, conform
+from paracel.streaming.logic import WorkerLogic
+from paracel.streaming.sources import STDIN, open_source
 from paracel.streaming.transport import AsyncParams
-from paracel.streaming.worker import StreamStats, StreamWorker, WorkerLogic
+from paracel.streaming.worker import StreamStats, StreamWorker, owner
+
+
+class StreamInput(Constraint):
+    """A stream's input: ``"-"`` (standard input) or an existing file, relative to the current folder."""
+
+    def accepts(self, value: Any) -> bool:
+        return value == STDIN or Path(value).is_file()
+
+    def __str__(self) -> str:
+        return "naming an existing file, or '-' for standard input"
 
 
 @dataclass(frozen=True)
@@ -30,64 +42,66 @@ class StreamOptions:
 
     ``input``: a file, or ``"-"`` for standard input (one worker only); ``follow``: follow the
     file as it grows until a ``sentinel`` line or SIGTERM/SIGINT; ``order_by``: replay a finite
-    file sorted by this 0-based numeric field; ``passes``: read a finite file this many times;
-    ``max_pending_pulls``: the pull limit per worker; ``pull_batch``: pulls sent per request at
-    most; ``updates_every``: seconds between emissions of the model-update stream (None: none).
+    file sorted by this 0-based numeric field; ``shuffle``: replay it in a random order drawn
+    from this seed (a new order each pass); ``passes``: read a finite file this many times;
+    ``max_pending_pulls``: the pull limit per worker; ``batch``: pulls or pushes a worker
+    gathers before it sends them (fewer when input pauses or the limit is reached);
+    ``updates_every``: seconds between emissions of the model-update stream (None: none).
     """
 
-    input: str
+    input: Annotated[str, StreamInput()]
     follow: bool = False
     sentinel: str | None = None
-    order_by: int | None = None
-    passes: int = 1
-    max_pending_pulls: int = 256
-    pull_batch: int = 64
-    updates_every: float | None = None
+    order_by: NonNegativeInt | None = None
+    shuffle: NonNegativeInt | None = None
+    passes: PositiveInt = 1
+    max_pending_pulls: PositiveInt = 256
+    batch: PositiveInt = 64
+    updates_every: PositiveFloat | None = None
 
     @classmethod
     def of(cls, settings: Mapping[str, Any]) -> StreamOptions:
-        """The options a config's ``params.stream`` object gives; raises ``ValueError`` naming
-        the field at fault."""
-        if not isinstance(settings, Mapping):
-            raise ValueError(f"params.stream must be an object, got {settings!r}")
-        known = {f.name: f for f in fields(cls)}
+        """The options a config's ``params.stream`` object gives.
+
+        Raises ``paracel.params.Mismatch`` naming the field at fault (its ``path``, e.g.
+        ``.batch``) for an unknown, missing or ill-typed field.
+        """
+        hints = get_type_hints(cls, include_extras=True)
+        given = {}
         for name, value in settings.items():
-            if name not in known:
-                raise ValueError(f"unknown field 'params.stream.{name}' (accepted: {', '.join(known)})")
-            if not _fits(name, value):
-                raise ValueError(f"field 'params.stream.{name}' must be {_EXPECTED[name]}, got {value!r}")
-        if "input" not in settings:
-            raise ValueError("missing field 'params.stream.input'")
-        return cls(**settings)
+            if name not in hints:
+                raise Mismatch(f"a stream setting ({', '.join(hints)})", name, f".{name}")
+            try:
+                given[name] = conform(value, hints[name])
+            except Mismatch as exc:
+                raise exc.inside(f".{name}") from None
+        if "input" not in given:
+            raise Mismatch("given: the file to read, or '-' for standard input", None, ".input")
+        options = cls(**given)
+        options._check_replay()
+        return options
 
-
-_EXPECTED = {"input": "a path or '-'", "follow": "true or false", "sentinel": "a string or null",
-             "order_by": "an int >= 0 or null", "passes": "an int >= 1", "max_pending_pulls": "an int >= 1",
-             "pull_batch": "an int >= 1", "updates_every": "a number > 0 or null"}
-
-
-def _fits(name: str, value: Any) -> bool:
-    is_int = type(value) is int
-    return {"input": isinstance(value, str) and bool(value), "follow": type(value) is bool,
-            "sentinel": value is None or isinstance(value, str), "order_by": value is None or (is_int and value >= 0),
-            "passes": is_int and value >= 1, "max_pending_pulls": is_int and value >= 1,
-            "pull_batch": is_int and value >= 1,
-            "updates_every": value is None or (type(value) in (int, float) and value > 0)}[name]
+    def _check_replay(self) -> None:
+        """Passes, order and shuffle replay a finite file; a replay is ordered or shuffled."""
+        live = "a followed file" if self.follow else "standard input" if self.input == STDIN else None
+        for name, default in (("passes", 1), ("order_by", None), ("shuffle", None)):
+            if live and getattr(self, name) != default:
+                raise Mismatch(f"{default} for {live} (only a finite file is replayed)", getattr(self, name),
+                               f".{name}")
+        if self.order_by is not None and self.shuffle is not None:
+            raise Mismatch("None when order_by is given (a replay is ordered or shuffled)", self.shuffle, ".shuffle")
 
 
 class ValidStream(Constraint):
-    """Config check of ``params.stream``: what ``StreamOptions.of`` accepts."""
+    """Config check of ``params.stream``: what ``StreamOptions.of`` accepts (a bad field
+    raises ``Mismatch``, so the config error names it)."""
 
     def accepts(self, value: Any) -> bool:
-        try:
-            StreamOptions.of(value)
-        except ValueError:
-            return False
+        StreamOptions.of(value)
         return True
 
     def __str__(self) -> str:
-        return "stream settings {input, follow, sentinel, order_by, passes, max_pending_pulls, pull_batch, " \
-               "updates_every}"
+        return "stream settings"
 
 
 #: The annotation of a streaming algorithm's ``stream`` parameter.
@@ -115,7 +129,8 @@ class StreamJob(paralg):
 
     # -- the job definition
     def parse(self, line: str, position: int) -> Any:
-        """The record of input line number ``position`` (from 0), or None to skip the line."""
+        """The record of the stream's line number ``position`` (from 0), or None to skip the
+        line; a ``ValueError`` (why the line is bad) fails the job with the input and line named."""
         raise NotImplementedError(f"{type(self).__name__} must implement parse()")
 
     def partition_key(self, record: Any) -> Key:
@@ -131,6 +146,11 @@ class StreamJob(paralg):
         that initialises it agrees (sent once per worker; the first to arrive is kept)."""
         return 0.0
 
+    def owns(self, key: Key) -> bool:
+        """Whether this worker gets the records whose ``partition_key`` is ``key`` (e.g. to keep
+        only its users' rows of a seed model)."""
+        return owner(key, self.get_worker_size()) == self.get_worker_id()
+
     def before_stream(self) -> None:
         """Collective set-up before the stream (e.g. seeding the servers from a batch model)."""
 
@@ -139,9 +159,11 @@ class StreamJob(paralg):
 
     # -- outputs
     def _file(self, stem: str, suffix: str) -> IO[str]:
+        """This worker's output file ``<stem>_<w><suffix>``, line-buffered so that whoever
+        follows it sees every line as soon as it is written."""
         if stem not in self._files:
             path = self.output_dir / f"{stem}_{self.get_worker_id()}{suffix}"
-            self._files[stem] = open(path, "w", encoding="utf-8")
+            self._files[stem] = open(path, "w", encoding="utf-8", buffering=1)
         return self._files[stem]
 
     def on_output(self, item: Any) -> None:
@@ -163,19 +185,21 @@ class StreamJob(paralg):
         params = AsyncParams(client.comm, client.layout, client.request_timeout)
         worker = StreamWorker(self, logic, params, self.stream, self.get_worker_id(), self.get_worker_size())
         opts = self.stream
-        source = open_source(opts.input, opts.follow, opts.sentinel, opts.passes, opts.order_by,
+        source = open_source(opts.input, opts.follow, opts.sentinel, opts.passes, opts.order_by, opts.shuffle,
                              self.get_worker_size())
         self._t0 = time.perf_counter()
         try:
-            self.stats = worker.run(source)
+            try:
+                self.stats = worker.run(source)
+            finally:
+                source.close()
+            summary = self.stats.summary()
+            (self.output_dir / f"stream_{self.get_worker_id()}.json").write_text(json.dumps(summary) + "\n")
+            self.sync()  # every worker's pushes are applied
+            self.after_stream(logic)
         finally:
-            source.close()
             for out in self._files.values():
                 out.close()
-        summary = self.stats.summary()
-        (self.output_dir / f"stream_{self.get_worker_id()}.json").write_text(json.dumps(summary) + "\n")
-        self.sync()  # every worker's pushes are applied
-        self.after_stream(logic)
 
 
 def _plain(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """Where a stream's lines come from: a finite file (optionally replayed in the order of a
 field), a file followed as it grows (``tail -f``), or standard input.
 
-A source is polled: ``poll()`` returns the next line, ``None`` when none is available yet (a
+A source is polled: ``poll()`` returns the next line (without its line break), ``None`` when none is available yet (a
 followed file or stdin that has not received more), or ``END`` once the stream has ended.
 """
 from __future__ import annotations
@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+import numpy as np
 
 from paracel.errors import ParacelError
 
@@ -24,34 +26,40 @@ class StreamInputError(ParacelError, ValueError):
 
 
 class FileSource:
-    """The lines of a finite file, once or ``passes`` times; with ``order_by`` (a 0-based
+    """The lines of a finite file, once or ``passes`` times. With ``order_by`` (a 0-based
     whitespace-separated numeric field) the whole file is read first and replayed sorted by
-    that field (stable: ties keep file order), e.g. ratings in timestamp order."""
+    that field (stable: ties keep file order), e.g. ratings in timestamp order; with
+    ``shuffle`` (a seed) it is replayed in a random order, a new one each pass (the same on
+    every worker). Blank lines are dropped from a replay."""
 
-    def __init__(self, path: str, passes: int = 1, order_by: int | None = None) -> None:
+    def __init__(self, path: str, passes: int = 1, order_by: int | None = None, shuffle: int | None = None) -> None:
         self.path = path
         if not Path(path).is_file():
             raise StreamInputError(f"stream input {path!r}: no such file")
-        self._lines = self._replay(passes, order_by) if order_by is not None else self._read(passes)
+        self._lines = self._read(passes) if order_by is None and shuffle is None else self._replay(passes, order_by,
+                                                                                                     shuffle)
 
     def _read(self, passes: int) -> Iterator[str]:
         for _ in range(passes):
             with open(self.path, encoding="utf-8") as lines:
-                yield from lines
+                yield from (line.rstrip("\r\n") for line in lines)
 
-    def _replay(self, passes: int, field: int) -> Iterator[str]:
-        lines = [line for line in open(self.path, encoding="utf-8").read().splitlines() if line.strip()]
+    def _replay(self, passes: int, field: int | None, seed: int | None) -> Iterator[str]:
+        lines = [line for line in Path(self.path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rng = np.random.default_rng(seed)
+        order = None if field is None else sorted(range(len(lines)), key=self._keys(lines, field).__getitem__)
+        for _ in range(passes):
+            yield from (lines[i] for i in (rng.permutation(len(lines)) if order is None else order))
+
+    def _keys(self, lines: list[str], field: int) -> list[float]:
         keys = []
         for number, line in enumerate(lines, 1):
-            fields = line.split()
             try:
-                keys.append(float(fields[field]))
+                keys.append(float(line.split()[field]))
             except (IndexError, ValueError):
                 raise StreamInputError(f"{self.path}:{number}: no numeric field {field} to order by "
                                        f"in {line[:60]!r}") from None
-        order = sorted(range(len(lines)), key=keys.__getitem__)
-        for _ in range(passes):
-            yield from (lines[i] for i in order)
+        return keys
 
     def poll(self) -> str | Any:
         return next(self._lines, END)
@@ -134,21 +142,18 @@ class StdinSource:
 
 
 def open_source(path: str, follow: bool = False, sentinel: str | None = None, passes: int = 1,
-                order_by: int | None = None, nworkers: int = 1) -> FileSource | FollowedSource | StdinSource:
-    """The source a stream's settings name (``path`` ``"-"`` is standard input).
+                order_by: int | None = None, shuffle: int | None = None,
+                nworkers: int = 1) -> FileSource | FollowedSource | StdinSource:
+    """The source a stream's settings name (``path`` ``"-"`` is standard input; ``passes``,
+    ``order_by`` and ``shuffle`` apply to a finite file only, ``sentinel`` to the others).
 
-    Raises ``StreamInputError`` for a missing file, stdin with more than one worker, or
-    ``passes``/``order_by`` on a stream that is not a finite file.
+    Raises ``StreamInputError`` for a missing file or stdin with more than one worker.
     """
     if path == STDIN:
         if nworkers != 1:
             raise StreamInputError(f"stream input '-' (stdin): mpiexec forwards stdin to rank 0 only, so "
                                    f"run it with one worker (-w 1), not {nworkers}")
-        if passes != 1 or order_by is not None:
-            raise StreamInputError("stream input '-' (stdin) cannot be read in several passes or reordered")
         return StdinSource(sentinel)
     if follow:
-        if passes != 1 or order_by is not None:
-            raise StreamInputError(f"followed stream input {path!r} cannot be read in several passes or reordered")
         return FollowedSource(path, sentinel)
-    return FileSource(os.fspath(path), passes, order_by)
+    return FileSource(os.fspath(path), passes, order_by, shuffle)

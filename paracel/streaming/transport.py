@@ -7,6 +7,10 @@ the worker polls. A server answers one worker's requests in the order it got the
 the messages between two ranks in order, so each server's replies match a FIFO of what was
 sent to it. While requests are in flight the worker must not use its ``ParamClient`` (whose
 ``call`` would take these replies for its own): the streaming runner drains them first.
+
+Requests go out without blocking: a server that is sending this worker a large reply takes
+no new request that changes its table until the reply has gone, so a worker blocked in a send
+while it takes no replies would deadlock with it.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from paracel.layout import Layout
 from paracel.protocol import ErrorReply, Flush, Pull, Reply, Request, Update
 from paracel.ring import KeyRing
 from paracel.waiting import Backoff
-from paracel.wire import TAG_REPLY, TAG_REQUEST, Receiver, send
+from paracel.wire import TAG_REPLY, TAG_REQUEST, Receiver, Sends
 
 #: ``on_values(positions, values)``: what to do with the values of some pulled keys (their
 #: positions in the keys asked for, and their values in that order).
@@ -47,11 +51,11 @@ class AsyncParams:
         self.status = MPI.Status()
         self._due: dict[int, deque[tuple[Request, Callable[[Reply], None]]]] = {}
         self.in_flight = 0  # requests sent and not yet answered
+        self._sends = Sends()  # requests MPI may still read
         self._updated: set[int] = set()  # servers sent updates since the last flush
 
     def _send(self, rank: int, request: Request, on_reply: Callable[[Reply], None] | None) -> None:
-        header, buffers = request.encode()
-        send(self.comm, rank, TAG_REQUEST, header, buffers)
+        self._sends.post(self.comm, rank, TAG_REQUEST, *request.encode())
         if on_reply is not None:
             self._due.setdefault(rank, deque()).append((request, on_reply))
             self.in_flight += 1
@@ -70,8 +74,20 @@ class AsyncParams:
         return len(parts)
 
     def update(self, keys: Sequence[Key], deltas: Sequence[Any], fn: str) -> None:
-        """Send ``fn(old, delta)`` updates without waiting (failures surface at the next ``flush``)."""
+        """Send ``fn(old, delta)`` updates without waiting (failures surface at the next ``flush``).
+
+        Deltas of several dtypes or shapes go as one batch per signature (in the order of each
+        signature's first delta), so that a server applies each batch as one vector operation.
+        """
         values = ValueBatch.of(list(deltas), len(keys))
+        if values.dense is None:
+            signatures: dict[tuple[str, tuple[int, ...], int], list[int]] = {}
+            for i, (array, py) in enumerate(values.ragged):
+                signatures.setdefault((array.dtype.str, array.shape, py), []).append(i)
+            if len(signatures) > 1:
+                for where in signatures.values():
+                    self.update([keys[i] for i in where], [deltas[i] for i in where], fn)
+                return
         for rank, where, batch in self._by_server(keys):
             part = values if len(where) == len(keys) else values.take(where)
             self._send(rank, Update(batch, part, fn, wait_applied=False), None)
@@ -81,6 +97,9 @@ class AsyncParams:
         """Ask every server sent updates since the last flush to answer once it has applied
         them; ``on_ack`` runs at the ``poll`` that gets all the answers. Returns the requests sent."""
         ranks, self._updated = sorted(self._updated), set()
+        if not ranks:
+            on_ack()
+            return 0
         remaining = [len(ranks)]
 
         def one_ack(_: Reply) -> None:
@@ -96,6 +115,7 @@ class AsyncParams:
 
         Raises the exception an error reply stands for (``ServerError``, ``RemoteKeyError``...).
         """
+        self._sends.progress()
         handled = 0
         while self.in_flight and self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REPLY, self.status):
             source = self.status.Get_source()
@@ -124,6 +144,7 @@ class AsyncParams:
         return 0
 
     def drain(self) -> None:
-        """Wait for every reply due."""
+        """Wait for every reply due and for every request to have gone out."""
         while self.in_flight:
             self.wait()
+        self._sends.wait()

@@ -1,9 +1,11 @@
-"""The user's side of a stream (``WorkerLogic``) and what drives it on one worker (``StreamWorker``).
+"""What drives a ``WorkerLogic`` on one worker (``StreamWorker``).
 
 The worker takes records from its input, hands each to ``on_recv``; the pulls it asks for go
 out in batches and their values come back, one key at a time, to ``on_pull_recv`` on the same
-thread (no locks needed). At most ``max_pending_pulls`` pulls are unanswered at any moment:
-at the limit the worker takes no input until answers arrive (backpressure). The stream ends
+thread (no locks needed). At most ``max_pending_pulls`` pulls are unanswered at any moment,
+and at most ``MAX_UNAPPLIED`` batches of pushes are not yet known to be applied: at either
+limit the worker takes no input until answers arrive (backpressure), so a slow server slows
+the workers that feed it instead of queueing their messages without bound. The stream ends
 when the input has ended and every request is answered — no waiting time is guessed.
 """
 from __future__ import annotations
@@ -12,12 +14,13 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from paracel.batch import Key
-from paracel.streaming.sources import END
+from paracel.streaming.logic import WorkerLogic
+from paracel.streaming.sources import END, StreamInputError
 from paracel.streaming.transport import AsyncParams
 from paracel.waiting import Backoff
 
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 #: keeps the stored value otherwise (so concurrent initialisers and seeded values are safe).
 KEEP_STORED = "paracel.streaming.worker:keep_stored"
 MAX_LATENCIES = 1_000_000
+#: Batches of pushes sent whose application no server has confirmed yet, at most.
+MAX_UNAPPLIED = 16
 
 
 def keep_stored(old: Any, initial: Any) -> Any:
@@ -42,35 +47,6 @@ def owner(key: Key, nworkers: int) -> int:
     return int(key) % nworkers
 
 
-class ParamAccess(Protocol):
-    """What a ``WorkerLogic`` may do: the ``ps`` of its callbacks."""
-
-    def pull(self, key: Key) -> None:
-        """Ask for ``key``'s value; it comes to ``on_pull_recv`` later."""
-
-    def push(self, key: Key, delta: Any) -> None:
-        """Send ``delta`` to be applied to ``key`` by the job's ``param_update`` on its server."""
-
-    def output(self, item: Any) -> None:
-        """Emit ``item`` on the job's output stream."""
-
-
-class WorkerLogic:
-    """Subclass this: the per-record logic of a streaming job (the Flink parameter server's
-    ``WorkerLogic``). Its state is the worker's local state (e.g. the vectors of its users)."""
-
-    def on_recv(self, data: Any, ps: ParamAccess) -> None:
-        """A record of this worker's share of the stream arrived."""
-        raise NotImplementedError(f"{type(self).__name__} must implement on_recv()")
-
-    def on_pull_recv(self, key: Key, value: Any, ps: ParamAccess) -> None:
-        """The value of a key this worker pulled arrived (as stored; after ``param_init``)."""
-        raise NotImplementedError(f"{type(self).__name__} pulls but does not implement on_pull_recv()")
-
-    def close(self, ps: ParamAccess) -> None:
-        """The input has ended and every pull has been answered; may still pull, push and output."""
-
-
 @dataclass
 class StreamStats:
     """What one worker's stream did."""
@@ -80,9 +56,9 @@ class StreamStats:
     pulls: int = 0
     pushes: int = 0
     max_pulls_in_flight: int = 0
-    input_stalls: int = 0  # times the worker stopped taking input at the pull limit
+    input_stalls: int = 0  # times the worker stopped taking input at a limit (pulls or pushes)
     seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # record arrival -> its pushes applied, s
+    latencies: list[float] = field(default_factory=list)  # per push: its record's arrival -> applied, s
 
     def summary(self) -> dict[str, float | int | None]:
         """The counts, records/s and the arrival-to-visible latency (median, p99, in ms)."""
@@ -107,6 +83,7 @@ class StreamWorker:
         self._push: tuple[list[Key], list[Any], list[float]] = ([], [], [])
         self._pulls: deque[tuple[Key, float]] = deque()  # asked for, not yet sent
         self._in_flight = 0  # pulls sent, not yet answered
+        self._unapplied = 0  # batches of pushes sent, not yet known to be applied
         self._dirty: set[Key] = set()  # pushed since the model-update stream last emitted
         self._arrival = 0.0  # arrival time of the record being handled
         self._last_emit = time.perf_counter()
@@ -138,7 +115,8 @@ class StreamWorker:
     # -- driving
     @property
     def _at_limit(self) -> bool:
-        return self._in_flight + len(self._pulls) >= self.options.max_pending_pulls
+        return (self._in_flight + len(self._pulls) >= self.options.max_pending_pulls
+                or self._unapplied >= MAX_UNAPPLIED)
 
     def _take(self, source: Any) -> tuple[int, bool]:
         """Hand records to ``on_recv`` while under the pull limit and input is there; returns
@@ -151,44 +129,72 @@ class StreamWorker:
             if line is None:
                 break
             position, self.stats.lines = self.stats.lines, self.stats.lines + 1
-            record = self.job.parse(line, position)
+            try:
+                record = self.job.parse(line, position)
+            except ValueError as exc:
+                raise StreamInputError(f"{self.options.input}: line {position + 1} of the stream: {exc}: "
+                                       f"{line[:60]!r}") from None
             if record is None or owner(self.job.partition_key(record), self.nworkers) != self.worker_id:
                 continue
             self._arrival = time.perf_counter()
             self.stats.records += 1
             took += 1
             self.logic.on_recv(record, self)
-            if len(self._pulls) >= self.options.pull_batch:
-                self._dispatch()
+            if len(self._pulls) >= self.options.batch:
+                self._send_pulls()
+            elif len(self._push[0]) >= self.options.batch:
+                self._send_pushes()
         else:
             self.stats.input_stalls += 1
         return took, False
 
-    def _dispatch(self) -> None:
-        """Send what the callbacks asked for: initial values, then pushes (with a flush that
-        tells when they are applied), then as many pulls as the limit allows."""
+    def _send_inits(self) -> None:
+        """Send the initial values of keys new to this worker (before any pull or push of them)."""
         if self._init[0]:
             self.params.update(*self._init, KEEP_STORED)
             self._init = ([], [])
+
+    def _send_pushes(self) -> None:
+        """Send the pushes asked for, with a flush that tells when they are applied."""
+        self._send_inits()
         if self._push[0]:
             keys, deltas, arrivals = self._push
             self.params.update(keys, deltas, self.job.param_update)
             self.params.flush(lambda: self._visible(arrivals))
+            self._unapplied += 1
             self._push = ([], [], [])
+
+    def _send_pulls(self) -> None:
+        """Send as many of the pulls asked for as the limit allows, after the pushes asked for
+        before them (a server answers a worker's requests in order: a pull sees every push the
+        worker made before it)."""
+        self._send_pushes()
         room = self.options.max_pending_pulls - self._in_flight
         if room > 0 and self._pulls:
             sent = [self._pulls.popleft() for _ in range(min(room, len(self._pulls)))]
             self._in_flight += len(sent)
             self.stats.max_pulls_in_flight = max(self.stats.max_pulls_in_flight, self._in_flight)
-            self.params.pull([key for key, _ in sent], lambda at, values: self._answered(sent, at, values))
+            distinct = list(dict.fromkeys(key for key, _ in sent))  # a key asked for again is fetched once
+            self.params.pull(distinct, lambda at, values: self._answered(sent, [distinct[i] for i in at], values))
 
-    def _answered(self, sent: list[tuple[Key, float]], at: list[int], values: list[Any]) -> None:
-        self._in_flight -= len(at)
-        for i, value in zip(at, values):
-            key, self._arrival = sent[i]
+    def _answered(self, sent: list[tuple[Key, float]], keys: list[Key], values: list[Any]) -> None:
+        """Hand the values of ``keys`` (some of those pulled in ``sent``) to every pull of them,
+        in the order asked; a value asked for several times is copied for each but the first."""
+        arrived = dict(zip(keys, values))
+        handed: set[Key] = set()
+        for key, arrival in sent:
+            if key not in arrived:
+                continue
+            value = arrived[key]
+            if key in handed and isinstance(value, np.ndarray):
+                value = value.copy()
+            handed.add(key)
+            self._in_flight -= 1
+            self._arrival = arrival
             self.logic.on_pull_recv(key, value, self)
 
     def _visible(self, arrivals: list[float]) -> None:
+        self._unapplied -= 1
         now = time.perf_counter()
         if len(self.stats.latencies) < MAX_LATENCIES:
             self.stats.latencies += [now - a for a in arrivals]
@@ -211,7 +217,7 @@ class StreamWorker:
             took = 0
             if not ended:
                 took, ended = self._take(source)
-            self._dispatch()
+            self._send_pulls()
             self._emit()
             if ended and not self._pulls and not self.params.in_flight:
                 if closed:
