@@ -12,14 +12,16 @@ Every function is collective: each worker of ``comm`` must call it, in the same 
 from __future__ import annotations
 
 import pickle
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 from mpi4py import MPI
 from mpi4py.util.dtlib import from_numpy_dtype
 
 from paracel.waiting import Backoff
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 ReduceOp = Literal["sum", "min", "max"]
 _OPS = {"sum": MPI.SUM, "min": MPI.MIN, "max": MPI.MAX}
@@ -82,6 +84,7 @@ def allreduce_sparse(comm: MPI.Intracomm, matrix: sp.spmatrix) -> sp.csr_matrix:
     Every worker passes the same shape and value dtype. With disjoint entries (e.g. each
     worker's own rows or columns) the sum is the whole matrix assembled on every worker.
     """
+    import scipy.sparse as sp  # here: most jobs never need scipy (0.1 s per rank to import)
     coo = sp.coo_matrix(matrix)
     rows, cols, data = _allgatherv(comm, [coo.row.astype(np.int64), coo.col.astype(np.int64),
                                           np.ascontiguousarray(coo.data)])

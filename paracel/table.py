@@ -291,10 +291,17 @@ class ShardTable:
         keys, values = self.items(kind, prefix)
         if len(keys) == 0:
             return keys, values
-        scalar = [i for i in range(len(values))
-                  if values.item(i)[0].ndim == 0 and values.item(i)[0].dtype.kind in "biuf"]
-        idx = np.array(scalar, dtype=np.int64)
-        nums = np.array([values.item(i)[0].item() for i in scalar], dtype=np.float64)
+        if values.dense is not None:  # one signature: scalars of a numeric dtype, or none
+            numeric = values.dense.ndim == 1 and values.dense.dtype.kind in "biuf"
+            idx = np.arange(len(values) if numeric else 0)
+            nums = values.dense.astype(np.float64) if numeric else np.empty(0)
+        else:
+            idx = np.array([i for i in range(len(values))
+                            if values.item(i)[0].ndim == 0 and values.item(i)[0].dtype.kind in "biuf"], dtype=np.int64)
+            nums = np.array([values.item(i)[0].item() for i in idx.tolist()], dtype=np.float64)
+        if len(idx) > k > 0:  # only values >= the k-th largest can be chosen (its ties too)
+            near = np.flatnonzero(nums >= -np.partition(-nums, k - 1)[k - 1])
+            idx, nums = idx[near], nums[near]
         names = keys.take(idx).to_list()
         order = sorted(range(len(idx)), key=lambda j: (-nums[j], names[j]))[:k]
         pick = idx[np.array(order, dtype=np.int64)]

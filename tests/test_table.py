@@ -104,6 +104,24 @@ def test_remove_contains_items_topk():
     assert t.read(kb(["w:a", "w:b"])).to_list() == [4, 9]
 
 
+@pytest.mark.parametrize("mixed", [False, True])  # one block of int scalars (dense), or several
+@pytest.mark.parametrize("k", [0, 1, 5, 40, 500])
+def test_topk_equals_a_sort_of_every_value_ties_by_key(k, mixed):
+    rng = np.random.default_rng(k)
+    names = [f"w{i}" for i in range(300)]
+    counts = rng.integers(0, 20, len(names))  # many ties, also at the k-th value
+    t = ShardTable()
+    t.write(kb(names), vb(counts))
+    expected = list(zip(names, counts.tolist()))
+    if mixed:
+        t.write(kb(["float"]), vb([np.float32(7.5)]))
+        t.write(kb(["row"]), vb([np.arange(3.0)]))  # not a scalar: never chosen
+        expected.append(("float", 7.5))
+    want = sorted(expected, key=lambda kv: (-kv[1], kv[0]))[:k]
+    keys, values = t.topk(k, "s")
+    assert list(zip(keys.to_list(), values.to_list())) == want
+
+
 def test_user_update_function_and_unknown_names():
     assert resolve("tests.jobs:capped_add")(8, 5) == 10
     with pytest.raises(ValueError, match="unknown update function 'nope'"):
