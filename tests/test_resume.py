@@ -53,29 +53,33 @@ def rank_pids(out: Path) -> dict[int, int]:
     return found
 
 
-@pytest.mark.parametrize("victim", [0, 2, 4], ids=["worker", "server", "clock"])
-def test_a_killed_rank_ends_the_job_and_a_resumed_run_ends_as_one_without_faults(tmp_path, reference, victim):
-    out = tmp_path / "out"
-    (tmp_path / "job.json").write_text(json.dumps(config(out, delay=0.05)))
-    # 2 workers (ranks 0, 1), 2 servers (2, 3), the clock (4)
-    job = subprocess.Popen([sys.executable, str(ROOT / "prun.py"), "-w", "2", "-p", "2", "-c", str(tmp_path / "job.json"),
+def kill_when(tmp_path: Path, job: dict, ready: Path, victim: int) -> None:
+    """Run ``job`` with ``prun`` on 2 workers (ranks 0, 1), 2 servers (2, 3) and the clock (4);
+    once ``ready`` exists, SIGKILL rank ``victim``: the job must end non-zero within 10 s."""
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    run = subprocess.Popen([sys.executable, str(ROOT / "prun.py"), "-w", "2", "-p", "2", "-c", str(tmp_path / "job.json"),
                             "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while not (out / "checkpoints" / "clock-00000008" / "MANIFEST.json").exists():
-            assert job.poll() is None and time.monotonic() < deadline, job.stdout.read().decode()
+        while not ready.exists():
+            assert run.poll() is None and time.monotonic() < deadline, run.stdout.read().decode()
             time.sleep(0.02)
-        pids = rank_pids(out)
-        os.kill(pids[victim], signal.SIGKILL)
+        os.kill(rank_pids(Path(job["output"]))[victim], signal.SIGKILL)
         killed = time.monotonic()
-        job.wait(timeout=10)
+        run.wait(timeout=10)
         assert time.monotonic() - killed < 10
-        assert job.returncode != 0
+        assert run.returncode != 0
     finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
-        job.stdout.close()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        run.stdout.close()
+
+
+@pytest.mark.parametrize("victim", [0, 2, 4], ids=["worker", "server", "clock"])
+def test_a_killed_rank_ends_the_job_and_a_resumed_run_ends_as_one_without_faults(tmp_path, reference, victim):
+    out = tmp_path / "out"
+    kill_when(tmp_path, config(out, delay=0.05), out / "checkpoints" / "clock-00000008" / "MANIFEST.json", victim)
     assert not rank_pids(out)
     assert not (out / "final.json").exists()
     launch(config(out), workers=2, servers=3, resume=out, timeout=60)  # another number of servers
@@ -85,22 +89,8 @@ def test_a_killed_rank_ends_the_job_and_a_resumed_run_ends_as_one_without_faults
 
 def test_a_rank_killed_while_checkpointing_leaves_the_previous_checkpoint_to_resume(tmp_path, reference):
     out = tmp_path / "out"
-    (tmp_path / "job.json").write_text(json.dumps({**config(out), "params": {"rounds": ROUNDS, "stall_at": 8}}))
-    job = subprocess.Popen([sys.executable, str(ROOT / "prun.py"), "-w", "2", "-p", "2", "-c", str(tmp_path / "job.json"),
-                            "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not (out / "stalled").exists():
-            assert job.poll() is None and time.monotonic() < deadline, job.stdout.read().decode()
-            time.sleep(0.02)
-        os.kill(rank_pids(out)[0], signal.SIGKILL)  # worker 0, inside its checkpoint of clock 8
-        job.wait(timeout=10)
-        assert job.returncode != 0
-    finally:
-        if job.poll() is None:
-            job.kill()
-            job.wait()
-        job.stdout.close()
+    stalling = {**config(out), "params": {"rounds": ROUNDS, "stall_at": 8}}
+    kill_when(tmp_path, stalling, out / "stalled", 0)  # worker 0, inside its checkpoint of clock 8
     torn = out / "checkpoints" / "clock-00000008"
     assert torn.is_dir() and not (torn / "MANIFEST.json").exists()
     launch(config(out), workers=2, servers=1, resume=out, timeout=60)  # from clock 4, the newest whole one
