@@ -226,8 +226,8 @@ class Progress:
         else:  # rows come from the workers that log them (often worker 0 alone)
             slowest = fastest = max(w.rows for w in self.workers)
         now = self.now()
-        if self.first is None and fastest > 0:
-            self.first = (now, slowest)
+        if self.first is None and slowest > 0:  # from the slowest worker's first clock: a
+            self.first = (now, slowest)          # rate over one clock's tail would be absurd
         rate = None
         if self.first is not None and now > self.first[0] and slowest > self.first[1]:
             rate = (slowest - self.first[1]) / (now - self.first[0])

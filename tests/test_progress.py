@@ -47,10 +47,9 @@ def test_lines_one_per_clock_then_per_metrics_row_and_a_summary(tmp_path, monkey
     clock.progress.close()
     got = lines(out)
     assert len(got) == 3, got
-    assert re.fullmatch(rf"\[paracel\] clock 1/3, {NUMBER} clocks/s, ETA {NUMBER} s", got[0])
+    assert got[0] == "[paracel] clock 1/3"  # no rate yet: the slowest worker has ended one clock
     # a metrics row, with where the job is: worker 1 is at clock 2, worker 0 at 1
-    assert re.fullmatch(rf"\[paracel\] step 0: loss=0.5 test_rmse=- n=7 \[clock 1/3 \(fastest 2\), "
-                        rf"{NUMBER} clocks/s, ETA {NUMBER} s\]", got[1])
+    assert got[1] == "[paracel] step 0: loss=0.5 test_rmse=- n=7 [clock 1/3 (fastest 2)]"
     # once metrics come, clocks no longer get lines of their own; the summary sums both workers
     assert re.fullmatch(rf"\[paracel\] done: clock 2/3, {NUMBER} clocks/s, ETA {NUMBER} s in {NUMBER} s; "
                         r"workers 58% computing, 25% waiting, 17% communicating", got[2])
