@@ -184,6 +184,9 @@ def summary(out: Path) -> dict[str, float]:
 
 # Paracel's published u1 test RMSE; Surprise's best on u1 is SVD++ 0.933 (SVD 0.951).
 PARACEL_U1 = 0.918
+#: MF's bar from issue 5 (test RMSE), for runs whose outcome varies with the ranks' timing:
+#: 14 runs at W=4 under ASP ended at 0.9150-0.9195, 9 at W=8 under staleness 2 at 0.9160-0.9174.
+MF_BAR = 0.925
 
 
 def test_mf_two_workers_ssp_on_u1(tmp_path: Path) -> None:
@@ -214,12 +217,16 @@ def test_mf_asynchronous_on_u2(tmp_path: Path) -> None:
     assert summary(out)["test_rmse"] < 0.91
 
 
-@pytest.mark.parametrize(("workers", "staleness"), [(1, 0), (4, 0), (4, None), (8, 2)])
-def test_mf_holds_its_quality_as_workers_are_added(tmp_path: Path, workers: int, staleness: int | None) -> None:
+@pytest.mark.parametrize(("workers", "staleness", "bar"), [(1, 0, PARACEL_U1), (4, 0, PARACEL_U1), (4, None, MF_BAR),
+                                                        (8, 2, MF_BAR)])
+def test_mf_holds_its_quality_as_workers_are_added(tmp_path: Path, workers: int, staleness: int | None,
+                                                    bar: float) -> None:
     """Workers sharing an item mix their deltas (mixing_weights), so adding workers neither
-    diverges (summed deltas did from 4 workers on) nor loses Paracel's u1 quality. W=2 at
-    staleness 2 and unbounded are the tests above; 8 workers oversubscribe the cores."""
-    assert summary(run_mf(tmp_path, "u1", workers, staleness))["test_rmse"] < PARACEL_U1
+    diverges (summed deltas did from 4 workers on) nor loses the quality bar: Paracel's u1
+    figure under BSP, MF's bar where stale reads make the outcome vary from run to run (it
+    straddles Paracel's figure there). W=2 at staleness 2 and unbounded are the tests above;
+    8 workers oversubscribe the cores."""
+    assert summary(run_mf(tmp_path, "u1", workers, staleness))["test_rmse"] < bar
 
 
 def test_mf_stops_with_the_round_when_it_diverges(tmp_path: Path) -> None:
