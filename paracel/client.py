@@ -30,13 +30,24 @@ class Share(NamedTuple):
     values: ValueBatch | None
 
 
+def split(ring: KeyRing, layout: Layout, keys: KeyBatch, values: ValueBatch | None = None) -> list[Share]:
+    """The share of ``keys`` (and ``values``) of every server that holds some of them."""
+    shares = []
+    for server, where in ring.split(keys):
+        whole = len(where) == len(keys)
+        shares.append(Share(layout.server_rank(server), where, keys if whole else keys.take(where),
+                            values if whole or values is None else values.take(where)))
+    return shares
+
+
 class ParamClient:
     """Talks to the servers for one worker and keeps its clock (DESIGN §3).
 
     Updates are stamped with the worker's clock; ``commit`` flushes them (every server has
     applied them; a read flushes the servers it asks on its way) before ticking, then waits while
-    the worker is more than ``staleness`` clocks ahead of the slowest. Reads are served from a local cache while the cached copy is fresh
-    enough for the bound (never under ASP, ``staleness=None``).
+    the worker is more than ``staleness`` clocks ahead of the slowest. Reads are served from a
+    local cache while the cached copy is fresh enough for the bound (never under ASP,
+    ``staleness=None``).
     """
 
     def __init__(self, comm: MPI.Comm, layout: Layout, staleness: int | None, cache: bool = True,
@@ -130,15 +141,7 @@ class ParamClient:
         return received
 
     def _split(self, keys: KeyBatch, values: ValueBatch | None = None) -> list[Share]:
-        """The share of ``keys`` (and ``values``) of every server that holds some of them."""
-        shares = []
-        for server, where in self.ring.split(keys):
-            if len(where) == len(keys):
-                shares.append(Share(self.layout.server_rank(server), where, keys, values))
-            else:
-                part_values = values.take(where) if values is not None else None
-                shares.append(Share(self.layout.server_rank(server), where, keys.take(where), part_values))
-        return shares
+        return split(self.ring, self.layout, keys, values)
 
     # -- reads
     def read(self, keys: Keys | Key, as_array: bool = False) -> list[Any] | np.ndarray:

@@ -18,10 +18,10 @@ import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from mpi4py import MPI
 
 from paracel.batch import Key, KeyBatch, ValueBatch
+from paracel.client import split
 from paracel.errors import RequestTimeout
 from paracel.layout import Layout
 from paracel.protocol import ErrorReply, Flush, Pull, Reply, Request, Update
@@ -60,18 +60,14 @@ class AsyncParams:
             self._due.setdefault(rank, deque()).append((request, on_reply))
             self.in_flight += 1
 
-    def _by_server(self, keys: Sequence[Key]) -> list[tuple[int, np.ndarray, KeyBatch]]:
-        batch = KeyBatch.of(list(keys))
-        return [(self.layout.server_rank(server), where, batch.take(where) if len(where) < len(batch) else batch)
-                for server, where in self.ring.split(batch)]
-
     def pull(self, keys: Sequence[Key], on_values: OnValues) -> int:
         """Ask for the values of ``keys`` (one request per server holding some); ``on_values``
         runs at a later ``poll`` for each server's share. Returns the number of requests sent."""
-        parts = self._by_server(keys)
-        for rank, where, batch in parts:
-            self._send(rank, Pull(batch), lambda reply, at=where.tolist(): on_values(at, reply.values.to_list()))
-        return len(parts)
+        shares = split(self.ring, self.layout, KeyBatch.of(list(keys)))
+        for share in shares:
+            self._send(share.rank, Pull(share.keys),
+                       lambda reply, at=share.positions.tolist(): on_values(at, reply.values.to_list()))
+        return len(shares)
 
     def update(self, keys: Sequence[Key], deltas: Sequence[Any], fn: str) -> None:
         """Send ``fn(old, delta)`` updates without waiting (failures surface at the next ``flush``).
@@ -88,10 +84,9 @@ class AsyncParams:
                 for where in signatures.values():
                     self.update([keys[i] for i in where], [deltas[i] for i in where], fn)
                 return
-        for rank, where, batch in self._by_server(keys):
-            part = values if len(where) == len(keys) else values.take(where)
-            self._send(rank, Update(batch, part, fn, wait_applied=False), None)
-            self._updated.add(rank)
+        for share in split(self.ring, self.layout, KeyBatch.of(list(keys)), values):
+            self._send(share.rank, Update(share.keys, share.values, fn, wait_applied=False), None)
+            self._updated.add(share.rank)
 
     def flush(self, on_ack: OnAck) -> int:
         """Ask every server sent updates since the last flush to answer once it has applied
