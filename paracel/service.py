@@ -16,7 +16,7 @@ from mpi4py import MPI
 from paracel.errors import MessageError, ParacelError
 from paracel.protocol import ErrorReply, Reply, Request, awaits_reply, op_of
 from paracel.waiting import BUSY, Backoff
-from paracel.wire import TAG_REPLY, TAG_REQUEST, Header, Landing, PendingSend, Receiver
+from paracel.wire import TAG_REPLY, TAG_REQUEST, Header, Landing, Receiver, Sends
 
 #: Replies addressed to ranks: ``[(rank, reply), ...]``.
 Outbox = list[tuple[int, Reply]]
@@ -118,31 +118,30 @@ def run_service(comm: MPI.Comm, service: Service) -> None:
     receiver = Receiver(comm)
     status = MPI.Status()
     idle, replying = Backoff(), Backoff(spin=BUSY)
-    sending: list[PendingSend] = []
-    while not service.finished or sending:
-        if sending:
-            sending = _unsent(sending)
-            if not sending:
+    sends = Sends()
+    while not service.finished or len(sends):
+        if len(sends):
+            sends.progress()
+            if not len(sends):
                 idle.reset()  # the last reply just went out: the next request often follows at once
         if not comm.Iprobe(MPI.ANY_SOURCE, TAG_REQUEST, status):
-            (replying if sending else idle).pause()
+            (replying if len(sends) else idle).pause()
             continue
         idle.reset()
         source = status.Get_source()
         try:
             header = receiver.header(status)
         except MessageError as exc:  # its payload cannot be known: answer, and serve the next request
-            sending.append(PendingSend(comm, source, TAG_REPLY, *ErrorReply.of(exc).encode()))
+            sends.post(comm, source, TAG_REPLY, *ErrorReply.of(exc).encode())
             continue
-        if sending and not service.read_only(header):
-            while sending := _unsent(sending):  # replies may be views of the state: let them go first
+        if len(sends) and not service.read_only(header):
+            sends.progress()
+            while len(sends):  # replies may be views of the state: let them go first
                 replying.pause()
+                sends.progress()
         payload = receiver.payload(source, header, reuse=True, landing=service.landing(header))
         outbox = service.handle(source, header, payload)
         if outbox:
             replying.reset()
-        sending += [PendingSend(comm, dest, TAG_REPLY, *reply.encode()) for dest, reply in outbox]
-
-
-def _unsent(sending: list[PendingSend]) -> list[PendingSend]:
-    return [s for s in sending if not s.done()]
+        for dest, reply in outbox:
+            sends.post(comm, dest, TAG_REPLY, *reply.encode())
