@@ -102,6 +102,18 @@ def test_lines_drop_crlf_endings_even_on_a_last_line_without_lf(tmp_path: Path) 
     assert L.load(p, comm=COMM).lines == ["a b", "", "c\rd", " e"]
 
 
+@pytest.mark.parametrize("block_bytes", [7, 1 << 20])
+def test_text_is_the_lines_as_decoded_text_in_blocks(tmp_path: Path, block_bytes: int) -> None:
+    raw = "café au lait\r\nnaïve\n\nx y\r\nlast line".encode("latin-1")
+    (tmp_path / "a.txt").write_bytes(raw)
+    (tmp_path / "b.txt").write_bytes(b"second file\n")
+    got = L.load(tmp_path, comm=COMM, fmt="text", encoding="latin-1", block_bytes=block_bytes)
+    lines = L.load(tmp_path, comm=COMM, fmt="lines", encoding="latin-1", block_bytes=block_bytes).lines
+    assert got.n_lines == len(got) == len(lines) == 6
+    assert "".join(got.texts) == raw.decode("latin-1") + "second file\n"
+    assert len(got.texts) > 2 if block_bytes == 7 else len(got.texts) == 2
+    assert [ln.removesuffix("\r") for t in got.texts for ln in t.removesuffix("\n").split("\n")] == lines
+
 
 def test_lines_in_another_encoding(tmp_path: Path) -> None:
     p = tmp_path / "latin1.txt"
@@ -134,6 +146,7 @@ BAD = [  # (format, options, file bytes, message expected, line number)
     ("libsvm", {}, b"1 1:1\n\n-1 3 2:1\n", "item is not idx:val", 3),
     ("libsvm", {"n_features": 2}, b"1 1:1\n-1 3:1\n", "beyond n_features=2", 2),
     ("lines", {}, b"ok\nok\n\xff\xfe bad\nok\n", "invalid UTF-8", 3),
+    ("text", {}, b"ok\nok\n\xff\xfe bad\nok\n", "invalid UTF-8", 3),
     ("fvec", {}, b"1 1,2\n2 3\n", "wrong number of fields", 2),
     (parse_kv, {}, b"1=2\nnope\n", "expected key=value", 2),
 ]

@@ -17,6 +17,7 @@ _HOMES = {
     "LoadError": "errors", "LineError": "errors", "make_format": "formats",
     "GraphShard": "records", "IdMap": "records", "Lines": "records", "LoadInfo": "records",
     "MatrixShard": "records", "Records": "records", "SparseRows": "records", "Table": "records",
+    "Text": "records",
     "grid": "shuffle", "owners": "shuffle",
 }
 __all__ = sorted(_HOMES)

@@ -18,11 +18,11 @@ from paracel import collectives
 from .errors import LoadError
 from .formats import Format, FvecFormat, LibsvmFormat, make_format
 from .inputs import InputFile, Pattern, describe, resolve
-from .records import LoadInfo, Lines, Records, SparseRows, Table
+from .records import LoadInfo, Lines, Records, SparseRows, Table, Text
 from .shuffle import shuffle_table
 from .split import DEFAULT_BLOCK, Piece, assign, chunks, whole
 
-Result = Union[Lines, Records, Table, SparseRows]
+Result = Union[Lines, Text, Records, Table, SparseRows]
 ON_ERROR = ("raise", "skip")
 
 
@@ -33,7 +33,8 @@ def load(pattern: Pattern, *, comm: MPI.Intracomm, fmt: str | Callable = "lines"
 
     The inputs (a file, a folder walked recursively, a glob, or a list of them; ``.gz`` is
     decompressed) are split across the workers of ``comm`` by bytes on line boundaries: every
-    line is read by exactly one worker. ``fmt`` is ``lines`` (:class:`Lines`), ``libsvm``
+    line is read by exactly one worker. ``fmt`` is ``lines`` (:class:`Lines`), ``text``
+    (:class:`Text`: the share's text without an object per line), ``libsvm``
     (:class:`SparseRows`, n_features agreed by all workers unless given), ``ratings``, ``edges``,
     ``docword``, ``fvec``, ``csv``/``tsv``/``whitespace`` (:class:`Table`), or a user parser
     (callable or ``"package.module:function"``, see ``formats.UserFormat``).

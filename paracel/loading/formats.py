@@ -15,7 +15,7 @@ from paracel.importing import NotImportable, import_function, is_import_name
 
 from .errors import LineError, LoadError
 from .inputs import InputFile, file_label, line_number, open_stream
-from .records import Lines, Records, SparseRows, Table
+from .records import Lines, Records, SparseRows, Table, Text
 from .split import Chunk
 
 PARSE_ERRORS = {1: "wrong number of fields", 2: "not an integer", 3: "not a number",
@@ -227,7 +227,7 @@ class LinesFormat:
         self.encoding = encoding
         "".encode(encoding)  # an unknown encoding fails here, before any file is read
 
-    def decode(self, chunk: Chunk, skip_bad: bool) -> tuple[list[str], list[int], int, str | None]:
+    def decode(self, chunk: Chunk, skip_bad: bool) -> tuple[list[str], Sequence[int], int, str | None]:
         """The chunk's lines, their indices in the chunk, the count skipped and the first error."""
         data = bytes(chunk.data)
         data = data[:-1] if data.endswith(b"\n") else data
@@ -236,7 +236,7 @@ class LinesFormat:
             if "\r" in text:  # CRLF endings, and a last line ending in a bare CR
                 text = text.replace("\r\n", "\n").removesuffix("\r")
             lines = text.split("\n")
-            return lines, list(range(len(lines))), 0, None
+            return lines, range(len(lines)), 0, None
         except UnicodeDecodeError as exc:
             first = bad_line(chunk, data.count(b"\n", 0, exc.start), f"invalid {self.encoding.upper()}")
             if not skip_bad:
@@ -255,7 +255,24 @@ class LinesFormat:
         return lines, skipped, first
 
     def combine(self, parts: list[list[str]]) -> Lines:
-        return Lines([line for part in parts for line in part])
+        return Lines(parts[0] if len(parts) == 1 else [line for part in parts for line in part])
+
+
+class TextFormat(LinesFormat):
+    """Whole text: each chunk's lines as one ``str``, decoded with ``encoding`` and line endings
+    kept, for scanners (e.g. tokenisers) that need no object per line. With ``skip_bad``, lines
+    that cannot be decoded are dropped and the rest joined by LF."""
+
+    def parse(self, chunk: Chunk, skip_bad: bool):
+        data = bytes(chunk.data)
+        try:
+            return (data.decode(self.encoding), data.count(b"\n") + (not data.endswith(b"\n"))), 0, None
+        except UnicodeDecodeError:
+            lines, _, skipped, first = self.decode(chunk, skip_bad)
+            return ("\n".join(lines), len(lines)), skipped, first
+
+    def combine(self, parts: list[tuple[str, int]]) -> Text:
+        return Text([text for text, _ in parts], sum(n for _, n in parts))
 
 
 class UserFormat(LinesFormat):
@@ -279,6 +296,7 @@ class UserFormat(LinesFormat):
                 if not skip_bad:
                     raise LoadError(message) from None
                 first = first or message
+                where = list(where)  # a range while every line decoded
                 del lines[exc.index], where[exc.index]
                 skipped += 1
 
@@ -320,10 +338,12 @@ def make_format(fmt: str | Callable, *, columns: Sequence | None = None, header:
     com = None if comment is None else comment.encode()
     if callable(fmt) or is_import_name(fmt):
         return UserFormat(fmt, header, encoding)
-    if encoding != "utf-8" and fmt != "lines":
-        raise ValueError(f"encoding is for fmt='lines' and user parsers, not {fmt!r}")
+    if encoding != "utf-8" and fmt not in ("lines", "text"):
+        raise ValueError(f"encoding is for fmt='lines', 'text' and user parsers, not {fmt!r}")
     if fmt == "lines":
         return LinesFormat(header, encoding)
+    if fmt == "text":
+        return TextFormat(header, encoding)
     if fmt == "libsvm":
         return LibsvmFormat(n_features)
     if fmt == "fvec":

@@ -34,6 +34,19 @@ class Lines:
 
 
 @dataclass
+class Text:
+    """Text as decoded (line endings kept): ``texts``, one ``str`` per block of whole lines, in
+    file order; ``n_lines``, how many lines they hold."""
+
+    texts: list[str]
+    n_lines: int
+    info: LoadInfo = field(default_factory=LoadInfo)
+
+    def __len__(self) -> int:
+        return self.n_lines
+
+
+@dataclass
 class Records:
     """Whatever a user parser returned as lists, concatenated in file order."""
 
