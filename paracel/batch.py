@@ -15,7 +15,7 @@ import numpy as np
 from numpy.lib.format import descr_to_dtype, dtype_to_descr
 
 from paracel._ext.hashing import hash_bytes, hash_int_keys
-from paracel._ext.keyindex import gather_bytes
+from paracel._ext.keyindex import decode_strs, encode_strs, gather_bytes
 from paracel.errors import MessageError
 
 Key = int | str
@@ -82,13 +82,11 @@ class KeyBatch:
     @classmethod
     def _of_strs(cls, keys: list[str]) -> KeyBatch:
         try:
-            encoded = [k.encode("utf-8") for k in keys]
+            blob, offsets = encode_strs(keys)
         except UnicodeEncodeError:
             key = next(k for k in keys if not _encodes(k))
             raise ValueError(f"str key {key!r} cannot be encoded as UTF-8") from None
-        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
-        return cls(blob=np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets=offsets)
+        return cls(blob=blob, offsets=offsets)
 
     @classmethod
     def empty(cls, kind: str) -> KeyBatch:
@@ -122,9 +120,7 @@ class KeyBatch:
         """The keys as Python ints or strs."""
         if self.ints is not None:
             return self.ints.tolist()
-        data = self.blob.tobytes()
-        offs = self.offsets.tolist()
-        return [data[a:b].decode("utf-8") for a, b in zip(offs[:-1], offs[1:])]
+        return decode_strs(self.blob, self.offsets)
 
     def describe(self, limit: int = 5) -> str:
         """A short human-readable listing of the first keys, for error messages."""

@@ -65,9 +65,7 @@ class ReadCache:
 
     def store(self, keys: KeyBatch, values: ValueBatch, stamp: int) -> None:
         """Cache copies of ``values`` under ``keys``, fresh from clock ``stamp``."""
-        self.table.write(keys, values)
-        slots = self.table.lookup(keys)
-        self._stamp(slots, stamp)
+        self._stamp(self.table.write(keys, values), stamp)
 
     def forget(self, keys: KeyBatch) -> None:
         """Never serve ``keys`` again until they are read anew (read-my-writes)."""
@@ -95,11 +93,11 @@ class ReadCache:
         bids = slots >> ROW_BITS
         top = int(bids.max())
         for bid in [top] if int(bids.min()) == top else np.unique(bids).tolist():
-            size = len(self.table.blocks[bid].data)
+            size = self.table.blocks[bid].size
             while len(self.stamps) <= bid:
                 self.stamps.append(np.full(0, STALE, dtype=np.int64))
             if len(self.stamps[bid]) < size:
-                grown = np.full(size, STALE, dtype=np.int64)
+                grown = np.full(max(2 * len(self.stamps[bid]), size), STALE, dtype=np.int64)
                 grown[:len(self.stamps[bid])] = self.stamps[bid]
                 self.stamps[bid] = grown
             rows = slots & ROW_MASK if bid == top and int(bids.min()) == top else slots[bids == bid] & ROW_MASK

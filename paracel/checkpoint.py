@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 import msgpack
 import numpy as np
 
-from paracel.batch import STR_KEYS, KeyBatch, ValueBatch
+from paracel.batch import KeyBatch, ValueBatch
 from paracel.errors import ParacelError
 from paracel.table import ROW_BITS, ROW_MASK, ShardTable
 
@@ -87,7 +87,8 @@ def _fsync_dir(path: Path) -> None:
 def save_shard(table: ShardTable, path: Path) -> None:
     """Write a server's shard of the table to ``path`` (an ``.npz``, atomically)."""
     ints, int_slots = table.index.int_items()
-    names, str_slots = table.index.str_items()
+    blob, offsets, str_slots = table.index.str_items()
+    str_keys = KeyBatch(blob=blob, offsets=offsets)
     arrays: dict[str, np.ndarray] = {}
     for bid, block in enumerate(table.blocks):
         mine_i = (int_slots >> ROW_BITS) == bid
@@ -95,7 +96,7 @@ def save_shard(table: ShardTable, path: Path) -> None:
         if not (mine_i.any() or mine_s.any()):
             continue
         rows = np.concatenate([int_slots[mine_i], str_slots[mine_s]]) & ROW_MASK
-        strs = KeyBatch.of([n for n, m in zip(names, mine_s.tolist()) if m]) if mine_s.any() else KeyBatch.empty(STR_KEYS)
+        strs = str_keys.take(np.flatnonzero(mine_s))
         arrays |= {f"b{bid}.data": np.take(block.data, rows, axis=0), f"b{bid}.py": np.array(block.py),
                    f"b{bid}.ints": ints[mine_i], f"b{bid}.blob": strs.blob, f"b{bid}.offsets": strs.offsets}
     path.parent.mkdir(parents=True, exist_ok=True)

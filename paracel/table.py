@@ -21,7 +21,13 @@ ROW_MASK = (1 << ROW_BITS) - 1
 
 
 class Block:
-    """Rows of values sharing one signature, in one array that grows by doubling."""
+    """Rows of values sharing one signature, in one array that grows fourfold when full.
+
+    Growing copies the rows into fresh memory, whose every page the kernel maps on first write,
+    at a cost above the copy's own; the unused tail of a grown array costs nothing until rows
+    are written there. Fourfold growth copies a third of the final rows where doubling copies
+    all of them.
+    """
 
     def __init__(self, signature: Signature) -> None:
         dtype, shape, self.py = signature
@@ -35,7 +41,7 @@ class Block:
         del self.free[len(self.free) - len(reused):]
         fresh = n - len(reused)
         if self.size + fresh > len(self.data):
-            grown = np.empty((max(2 * len(self.data), self.size + fresh), *self.data.shape[1:]), self.data.dtype)
+            grown = np.empty((max(4 * len(self.data), self.size + fresh), *self.data.shape[1:]), self.data.dtype)
             grown[:self.size] = self.data[:self.size]
             self.data = grown
         rows = np.concatenate([np.array(reused, dtype=np.int64), np.arange(self.size, self.size + fresh)])
@@ -64,11 +70,11 @@ class ShardTable:
             return self.index.get_ints(keys.ints)
         return self.index.get_strs(keys.blob, keys.offsets)
 
-    def _set_slots(self, keys: KeyBatch, slots: np.ndarray) -> None:
+    def _set_slots(self, keys: KeyBatch, slots: np.ndarray) -> int:
+        """Map ``keys`` to ``slots``; returns how many keys were new."""
         if keys.kind == INT_KEYS:
-            self.index.set_ints(keys.ints, slots)
-        else:
-            self.index.set_strs(keys.blob, keys.offsets, slots)
+            return self.index.set_ints(keys.ints, slots)
+        return self.index.set_strs(keys.blob, keys.offsets, slots)
 
     def _block_id(self, dtype: np.dtype, shape: tuple[int, ...], py: int) -> int:
         sig = (dtype.str if not dtype.fields else str(dtype.descr), tuple(shape), py)
@@ -79,8 +85,13 @@ class ShardTable:
         return bid
 
     def _release(self, slots: np.ndarray) -> None:
-        for slot in np.unique(slots).tolist():
-            self.blocks[slot >> ROW_BITS].release(np.array([slot & ROW_MASK]))
+        """Free the rows at ``slots`` (repeats allowed)."""
+        if not len(slots):
+            return
+        slots = np.unique(slots)
+        bids = slots >> ROW_BITS
+        for bid in np.unique(bids).tolist():
+            self.blocks[bid].release(slots[bids == bid] & ROW_MASK)
 
     def _place(self, keys: KeyBatch, bid: int, slots: np.ndarray) -> np.ndarray:
         """Make every key live in block ``bid``; returns each key's row there.
@@ -94,8 +105,11 @@ class ShardTable:
         block = self.blocks[bid]
         where = np.flatnonzero(outside)
         rows = block.alloc(len(where))
-        moved = keys.take(where)
-        self._set_slots(moved, (bid << ROW_BITS) | rows)
+        added = self._set_slots(keys if len(where) == len(keys) else keys.take(where), (bid << ROW_BITS) | rows)
+        if added == len(where):  # every key placed was new and given once: its row is final
+            final = slots & ROW_MASK
+            final[where] = rows
+            return final
         # a key given twice got two rows and kept the last: free the others
         final = self.lookup(keys)
         kept = final[where] & ROW_MASK
@@ -114,6 +128,10 @@ class ShardTable:
         if missing.any():
             absent = keys.take(np.flatnonzero(missing))
             raise RemoteKeyError(f"no such key{'s' if len(absent) > 1 else ''}: {absent.describe()}")
+        return self._values_at(slots)
+
+    def _values_at(self, slots: np.ndarray) -> ValueBatch:
+        """The values at ``slots`` (of present keys; at least one); see ``read``."""
         bids = slots >> ROW_BITS
         if len(slots) and (bids == bids[0]).all():
             block = self.blocks[int(bids[0])]
@@ -147,8 +165,9 @@ class ShardTable:
         return (dense.dtype == block.data.dtype and dense.shape[1:] == block.data.shape[1:]
                 and dense.ctypes.data == block.data[row:].ctypes.data)
 
-    def write(self, keys: KeyBatch, values: ValueBatch) -> None:
-        """Store ``values`` under ``keys`` (the last wins where a key repeats).
+    def write(self, keys: KeyBatch, values: ValueBatch) -> np.ndarray:
+        """Store ``values`` under ``keys`` (the last wins where a key repeats); returns the slot
+        of every key.
 
         A value received into its key's row (``row_bytes``) is already stored: no copy is made.
         """
@@ -156,13 +175,14 @@ class ShardTable:
             for i in range(len(keys)):
                 arr, py = values.item(i)
                 self.write(keys.take(np.array([i])), ValueBatch(dense=arr[None], py=py))
-            return
+            return self.lookup(keys)
         slots = self.lookup(keys)
         if len(slots) == 1 and self._is_row_at(int(slots[0]), values):
-            return
+            return slots
         bid = self._block_id(values.dense.dtype, values.dense.shape[1:], values.py)
         rows = self._place(keys, bid, slots)
         self.blocks[bid].data[_run(rows)] = values.dense
+        return (bid << ROW_BITS) | rows
 
     def update(self, keys: KeyBatch, deltas: ValueBatch, fn_name: str) -> None:
         """Apply ``new = fn(old, delta)`` per key in order; an absent key stores its delta.
@@ -199,22 +219,26 @@ class ShardTable:
         if len(missing):
             bid = self._block_id(deltas.dense.dtype, deltas.dense.shape[1:], deltas.py)
             rows = self._place(keys.take(missing), bid, slots[missing])
-            _, first = np.unique(rows, return_index=True)
+            if _distinct(rows, self.blocks[bid].size):
+                first = slice(None)
+            else:  # a new key given twice stores its first delta; the next ones are applied
+                first = np.unique(rows, return_index=True)[1]
             self.blocks[bid].data[rows[first]] = deltas.dense[missing[first]]
             apply[missing[first]] = False
-            slots = self.lookup(keys)
+            slots[missing] = (bid << ROW_BITS) | rows
             blocks = sorted({*blocks, bid})
         ufunc = BUILTIN_UFUNCS[fn_name]
         every = len(blocks) == 1 and not len(missing)  # the usual case: no mask, no copy of the deltas
         for bid in blocks:
             chosen = apply & ((slots >> ROW_BITS) == bid) if len(blocks) > 1 else apply
-            data = self.blocks[bid].data  # only now: placing new keys may have grown the block
+            block = self.blocks[bid]
+            data = block.data  # only now: placing new keys may have grown the block
             rows = (slots if every else slots[chosen]) & ROW_MASK
             d = deltas.dense if every else deltas.dense[chosen]
             run = _run(rows)
             if isinstance(run, slice):  # one increasing run of rows: in place, no gather
                 ufunc(data[run], d, out=data[run], casting="same_kind")
-            elif _distinct(rows, len(data)):
+            elif _distinct(rows, block.size):
                 current = np.take(data, rows, axis=0)
                 data[rows] = ufunc(current, d, out=current, casting="same_kind")
             else:
@@ -277,14 +301,14 @@ class ShardTable:
         """Every key of ``kind`` (``INT_KEYS`` or ``STR_KEYS``; str keys filtered by ``prefix``)
         and its value."""
         if kind == INT_KEYS:
-            ints, _ = self.index.int_items()
+            ints, slots = self.index.int_items()
             keys = KeyBatch(ints=ints)
         else:
-            names, _ = self.index.str_items((prefix or "").encode("utf-8"))
-            keys = KeyBatch.of(names) if names else KeyBatch.empty(kind)
+            blob, offsets, slots = self.index.str_items((prefix or "").encode("utf-8"))
+            keys = KeyBatch(blob=blob, offsets=offsets)
         if len(keys) == 0:
             return keys, ValueBatch(ragged=[])
-        return keys, self.read(keys)
+        return keys, self._values_at(slots)
 
     def topk(self, k: int, kind: str, prefix: str | None = None) -> tuple[KeyBatch, ValueBatch]:
         """The ``k`` keys with the largest scalar numeric values (ties: smaller key first)."""
@@ -302,8 +326,10 @@ class ShardTable:
         if len(idx) > k > 0:  # only values >= the k-th largest can be chosen (its ties too)
             near = np.flatnonzero(nums >= -np.partition(-nums, k - 1)[k - 1])
             idx, nums = idx[near], nums[near]
-        names = keys.take(idx).to_list()
-        order = sorted(range(len(idx)), key=lambda j: (-nums[j], names[j]))[:k]
+        _, inverse, counts = np.unique(nums, return_inverse=True, return_counts=True)
+        tied = np.flatnonzero(counts[inverse] > 1)  # only their names decide an order
+        names = dict(zip(tied.tolist(), keys.take(idx[tied]).to_list()))
+        order = sorted(range(len(idx)), key=lambda j: (-nums[j], names.get(j)))[:k]
         pick = idx[np.array(order, dtype=np.int64)]
         return keys.take(pick), values.take(pick)
 
