@@ -1,6 +1,6 @@
 """Parameter-server micro-benchmark: paracel beside raw mpi4py on the same ranks, in one run.
 
-    python benchmarks/ps_micro.py [--repeats 30] [--table-keys 1000000] [--rounds 1]
+    python benchmarks/ps_micro.py [--repeats 30] [--table-keys 1000000] [--rounds 1] [--only table]
 
 With 2 workers and 1 server (plus the clock rank), 10,000 keys x 10 float64 per call:
   basic    batched pull and push with the cache off (keys/s, both workers, per server), and one
@@ -284,6 +284,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure everything (paracel, then raw) this many times and print the best of each "
                              "figure: on a machine shared with other work")
+    parser.add_argument("--only", choices=["table"], help="measure only this phase (it has no raw baseline)")
     parser.add_argument("--raw", help=argparse.SUPPRESS)  # internal: run as a raw-MPI rank
     args = parser.parse_args()
     if args.raw:
@@ -299,6 +300,8 @@ def main() -> None:
 
     def measure(folder: Path) -> tuple[dict[str, float], dict[str, float]]:
         """Every figure of paracel, then of the raw baseline."""
+        if args.only == "table":
+            return run(folder, "table", 0, servers=TABLE_SERVERS), {}
         ours = run(folder, "basic", None) | run(folder, "cached", 2) | run(folder, "stall", None)
         ours |= {f"loop_{s}": run(folder, "loop", s)["loop_keys_s"] for s in LOOP_STALENESS}
         ours |= run(folder, "table", 0, servers=TABLE_SERVERS)
@@ -312,6 +315,18 @@ def main() -> None:
     best = [{key: (min if key.endswith("_ms") else max)(m[side][key] for m in measured) for key in measured[0][side]}
             for side in (0, 1)]
     ours, raw = best
+    if not args.only:
+        print_comparison(ours, raw)
+    print(f"\n{args.table_keys:,} distinct keys x 10 f64 on 2 servers, batches of {TABLE_BATCH:,}, keys/s per server:")
+    for key, label in [("table_write_keys_s", "first write"), ("table_update_keys_s", "bupdate + commit"),
+                       ("table_read_keys_s", "read")]:
+        print(f"  {label:50s} {ours[key]:14,.0f}")
+    if args.rounds > 1:
+        print(f"(each figure the best of {args.rounds} rounds{'' if args.only else ', paracel and raw alike'})")
+
+
+def print_comparison(ours: dict[str, float], raw: dict[str, float]) -> None:
+    """The figures that have a raw mpi4py baseline, beside it."""
     print(f"{'measure (2 workers, 1 server)':52s} {'paracel':>14s} {'raw mpi4py':>14s} {'ratio':>7s}")
     rows = [("pull_keys_s", "pull_keys_s", "batched pull, keys/s (10k x 10 f64, cache off)"),
             ("push_keys_s", "push_keys_s", "batched push, keys/s (same)"),
@@ -323,12 +338,6 @@ def main() -> None:
     print(f"{'reads served by the cache, keys/s (staleness 2)':52s} {ours['cached_read_keys_s']:14,.0f}")
     print(f"{'bupdate of 10k x 10 f64 returns after, ms (median)':52s} {ours['stall_bupdate_ms']:14.3f}")
     print(f"{'meanwhile the slowest read of the other worker, ms':52s} {ours['stall_read_ms']:14.3f}")
-    print(f"\n{args.table_keys:,} distinct keys x 10 f64 on 2 servers, batches of {TABLE_BATCH:,}, keys/s per server:")
-    for key, label in [("table_write_keys_s", "first write"), ("table_update_keys_s", "bupdate + commit"),
-                       ("table_read_keys_s", "read")]:
-        print(f"  {label:50s} {ours[key]:14,.0f}")
-    if args.rounds > 1:
-        print(f"(each figure the best of {args.rounds} rounds, paracel and raw alike)")
 
 
 if __name__ == "__main__":
