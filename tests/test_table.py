@@ -39,6 +39,16 @@ def test_read_names_missing_keys():
         t.read(kb([1, 2, 3]))
 
 
+@pytest.mark.parametrize("keys", [[4, 4, 9], ["d", "d", "n"]])
+def test_write_of_a_repeated_key_keeps_the_last_value_and_frees_the_other_row(keys):
+    t = ShardTable()
+    slots = t.write(kb(keys), vb(np.array([[1.0], [2.0], [3.0]])))
+    assert np.array_equal(t.read(kb(keys[1:])).dense, [[2.0], [3.0]])
+    assert slots.tolist() == t.lookup(kb(keys)).tolist() and slots[0] == slots[1]
+    block = t.blocks[0]
+    assert block.size - len(block.free) == 2
+
+
 @pytest.mark.parametrize("fn, expected", [("add", 13.0), ("sub", 7.0), ("mul", 30.0), ("max", 10.0),
                                           ("min", 3.0), ("replace", 3.0)])
 def test_builtin_update_functions(fn, expected):
