@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from operator import itemgetter
 
 import numpy as np
 
@@ -22,14 +23,15 @@ def count_words(lines: list[str], min_length: int = 1, token: re.Pattern = WORD,
     return Counter(dict(zip(words, counts.tolist())))
 
 
-def word_counts(lines: list[str], min_length: int = 1, token: re.Pattern = WORD,
+def word_counts(texts: list[str], min_length: int = 1, token: re.Pattern = WORD,
                 lowercase: bool = True) -> tuple[list[str], np.ndarray]:
     """``count_words`` as (distinct words, int64 counts): the default rule is counted in C++
-    (``text_kernels``), any other pattern by ``re``."""
+    (``text_kernels``, over lines or whole texts alike), any other pattern by ``re`` over
+    lines."""
     if token.pattern == WORD.pattern:
-        words, counts = count_default_words(lines, lowercase)
+        words, counts = count_default_words(texts, lowercase)
     else:
-        found = Counter(w for line in lines for w in token.findall(line.lower() if lowercase else line))
+        found = Counter(w for line in texts for w in token.findall(line.lower() if lowercase else line))
         words, counts = list(found), np.fromiter(found.values(), dtype=np.int64, count=len(found))
     if min_length > 1:
         keep = [len(w) >= min_length for w in words]
@@ -58,26 +60,29 @@ class WordCount(paralg):
             raise ValueError(f"params.token {token!r} is not a regular expression: {exc}") from None
 
     def solve(self) -> None:
-        lines = self.paracel_load(self.input, fmt="lines", encoding=self.encoding).lines
-        words, counts = word_counts(lines, self.min_length, self.token, self.lowercase)
+        if self.token.pattern == WORD.pattern:  # no line objects: a line break is no letter
+            share = self.paracel_load(self.input, fmt="text", encoding=self.encoding)
+            texts, n_lines = share.texts, share.n_lines
+        else:
+            texts = self.paracel_load(self.input, fmt="lines", encoding=self.encoding).lines
+            n_lines = len(texts)
+        words, counts = word_counts(texts, self.min_length, self.token, self.lowercase)
         if words:
-            self.paracel_bupdate_multi(words, counts)
+            self.paracel_bupdate_multi(words, counts.tolist())  # Python ints come back: fast to sort and print
         self.set_total_iters(1)
         self.iter_commit()
         self.sync()
-        totals = self.allreduce(np.array([len(lines), counts.sum()], dtype=np.int64))
+        totals = self.allreduce(np.array([n_lines, counts.sum()], dtype=np.int64))
         self.log_metrics(1, lines=int(totals[0]), words=int(totals[1]))
         if self.get_worker_id() != 0:
             return
         top = self.paracel_read_topk(self.topk)
-        table = self.paracel_readall()
-        words = sorted(table)
-        counts = np.array([table[w] for w in words], dtype=np.int64)
-        order, listed = np.argsort(-counts, kind="stable").tolist(), counts.tolist()  # ties alphabetical
+        pairs = sorted(self.paracel_readall().items(), key=itemgetter(0))
+        pairs.sort(key=itemgetter(1), reverse=True)  # stable: ties stay alphabetical
         with open(self.output_dir / "wordcount.txt", "w", encoding="utf-8") as out:
-            out.write("".join(f"{words[i]}\t{listed[i]}\n" for i in order))
+            out.writelines(f"{word}\t{count}\n" for word, count in pairs)
         with open(self.output_dir / "topk.txt", "w", encoding="utf-8") as out:
             out.writelines(f"{word}\t{count}\n" for word, count in top)
-        print(f"[wordcount] {counts.sum()} words, {len(words)} distinct; top {self.topk}:", flush=True)
+        print(f"[wordcount] {int(totals[1])} words, {len(pairs)} distinct; top {self.topk}:", flush=True)
         for rank, (word, count) in enumerate(top, 1):
             print(f"[wordcount] {rank:3d}. {word:<12s} {count}", flush=True)

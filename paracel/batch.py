@@ -274,6 +274,12 @@ class ValueBatch:
         values = list(values)
         if len(values) != n:
             raise ValueError(f"{n} keys but {len(values)} values")
+        kinds = set(map(type, values))  # all Python ints or all floats: one C conversion
+        if n > 1 and len(kinds) == 1 and kinds <= {int, float}:
+            try:
+                return cls(dense=np.array(values, dtype=np.int64 if int in kinds else np.float64), py=PY_NUMBER)
+            except OverflowError:  # an int beyond int64: value by value, as below
+                pass
         pairs = [as_value(v) for v in values]
         if len(pairs) == 1:  # a view, not a copy: one value may be a large array
             arr = pairs[0][0]
@@ -304,6 +310,8 @@ class ValueBatch:
         if self.dense is not None:
             if self.py == PY_NUMBER:
                 return self.dense.tolist()
+            if self.py == PY_NUMPY_SCALAR and self.dense.ndim == 1:
+                return list(self.dense)
             return [from_array(self.dense[i, ...], self.py) for i in range(len(self.dense))]
         return [from_array(a, p) for a, p in self.ragged]
 

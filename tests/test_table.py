@@ -214,3 +214,14 @@ def test_one_key_push_lands_in_the_table_row():
     receive(state, *wire(Push(kb(["scalar"]), vb([1.0]))))
     _, landed = receive(state, *wire(Push(kb(["scalar"]), vb([5.0]))))
     assert landed and state.table.read(kb(["scalar"])).to_list() == [5.0]
+
+
+def test_lists_of_python_numbers_are_one_array_and_come_back_as_python_numbers():
+    ints, floats = ValueBatch.of([3, -1, 7], 3), ValueBatch.of([0.5, 2.0], 2)
+    assert ints.dense.dtype == np.int64 and floats.dense.dtype == np.float64
+    assert ints.to_list() == [3, -1, 7] and all(type(v) is int for v in ints.to_list())
+    assert floats.to_list() == [0.5, 2.0] and all(type(v) is float for v in floats.to_list())
+    huge = ValueBatch.of([1, 2**63], 2)  # beyond int64: value by value, as ever
+    assert huge.to_list() == [1, 2**63]
+    scalars = ValueBatch.of(np.array([4, 5], dtype=np.int32), 2).to_list()
+    assert scalars == [4, 5] and all(type(v) is np.int32 for v in scalars)
