@@ -275,7 +275,7 @@ class ValueBatch:
         if len(values) != n:
             raise ValueError(f"{n} keys but {len(values)} values")
         kinds = set(map(type, values))  # all Python ints or all floats: one C conversion
-        if n > 1 and len(kinds) == 1 and kinds <= {int, float}:
+        if len(kinds) == 1 and kinds <= {int, float}:
             try:
                 return cls(dense=np.array(values, dtype=np.int64 if int in kinds else np.float64), py=PY_NUMBER)
             except OverflowError:  # an int beyond int64: value by value, as below
